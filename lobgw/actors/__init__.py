@@ -1,0 +1,1 @@
+"""Actors layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,708 @@
+"""One symbol's order book and matching engine: commands in, events out (sans-I/O).
+
+The engine never awaits, reads a clock, logs or locks; ids and timestamps come with commands,
+so the same commands always give the same events, byte for byte.
+
+Layout, chosen for CPython speed (every line on the hot path costs; see benchmarks/engine.py):
+
+* Every price level of both sides lives in one dict, keyed by the price for asks and minus the
+  price for bids. Keys of the two sides never collide (prices are positive), "better" is always
+  "smaller", and a resting order finds its level by its key without asking which side it is on.
+* A level is an insertion-ordered dict of its orders (time priority, O(1) cancel from anywhere)
+  plus its cached total size.
+* Each side keeps a binary heap of its keys to find the next-best level when the best one
+  empties, and caches the best key, so best bid/ask is O(1). Keys of levels emptied away from
+  the top stay in the heap until they surface or the heap is rebuilt.
+* Commands check their own shape when built and the edge has converted decimals, so the
+  engine checks only business rules; each refusal is an `OrderRejected` that changes nothing.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable, Iterable
+from decimal import Decimal
+
+import msgspec
+
+from lobgw.book.commands import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    ExecuteOrder,
+    ReduceOrder,
+    SubmitOrder,
+)
+from lobgw.book.events import (
+    Event,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    TradeExecuted,
+)
+from lobgw.book.instrument import UNBOUNDED, InstrumentSpec
+from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
+from lobgw.errors import SnapshotError, UnknownCommandError
+
+# Enum members bound to module names: attribute access on an Enum class is slow in 3.11.
+BUY = Side.BUY
+SELL = Side.SELL
+LIMIT = OrderType.LIMIT
+MARKET = OrderType.MARKET
+GTC = TimeInForce.GTC
+FOK = TimeInForce.FOK
+CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
+CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
+STP_NONE = SelfTradePrevention.NONE
+CANCELED = Reason.CANCELED
+STP = Reason.STP
+
+EMPTY = 1 << 63
+"""The best key of an empty side: larger than any key an order can have."""
+MARKET_LIMIT = EMPTY - 1
+"""The limit key of a market order: it crosses every level but never an empty side."""
+
+heappush = heapq.heappush
+heappop = heapq.heappop
+
+
+class RestingOrder(msgspec.Struct, gc=False):
+    """A live order in the book. Mutable; never leaves the engine (queries return copies)."""
+
+    order_id: int
+    account: str
+    side: Side
+    price: int
+    key: int
+    """The order's level key: the price for a sell, minus the price for a buy."""
+    quantity: int
+    """Total order quantity including fills; `quantity - remaining` is the filled amount."""
+    remaining: int
+    timestamp: int
+    post_only: bool
+    stp: SelfTradePrevention
+
+
+class Level(msgspec.Struct, gc=False):
+    """One price level: its total remaining size and its orders in time priority."""
+
+    size: int
+    orders: dict[int, RestingOrder]
+
+
+class BookSide:
+    """The ordering of one side's levels: a heap of their keys and the best key cached."""
+
+    __slots__ = ("best", "count", "heap", "side", "sign")
+
+    def __init__(self, side: Side) -> None:
+        self.side = side
+        self.sign = 1 if side is SELL else -1
+        self.heap: list[int] = []
+        self.best = EMPTY
+        self.count = 0
+
+    def added(self, key: int) -> None:
+        """Record that a level with `key` now exists."""
+        heappush(self.heap, key)
+        self.count += 1
+        if key < self.best:
+            self.best = key
+
+    def removed(self, key: int, levels: dict[int, Level]) -> None:
+        """Record that the level with `key` is gone from `levels`; keep `best` live."""
+        self.count -= 1
+        heap = self.heap
+        if key == self.best:
+            while heap and heap[0] not in levels:
+                heappop(heap)
+            self.best = heap[0] if heap else EMPTY
+        elif len(heap) > 2 * self.count + 64:
+            # Keys of levels emptied away from the top pile up; rebuild once they dominate.
+            heap[:] = self.keys(levels)
+            heapq.heapify(heap)
+
+    def keys(self, levels: dict[int, Level]) -> list[int]:
+        """This side's live level keys, unordered."""
+        if self.sign > 0:
+            return [key for key in levels if key > 0]
+        return [key for key in levels if key < 0]
+
+    def sorted_keys(self, levels: dict[int, Level], limit: int | None = None) -> list[int]:
+        """This side's level keys from best to worst (the first `limit` of them)."""
+        keys = self.keys(levels)
+        if limit is None:
+            return sorted(keys)
+        return heapq.nsmallest(limit, keys)
+
+
+class OrderView(msgspec.Struct, frozen=True, gc=False):
+    """A copy of a resting order, as queries and snapshots expose it."""
+
+    order_id: int
+    account: str
+    side: Side
+    price: int
+    quantity: int
+    remaining: int
+    timestamp: int
+    post_only: bool = False
+    stp: SelfTradePrevention = CANCEL_TAKER
+
+
+class Counters(msgspec.Struct, frozen=True, gc=False):
+    """Running totals since the book was created (restored with snapshots)."""
+
+    messages: int = 0
+    orders: int = 0
+    rejections: int = 0
+    trades: int = 0
+    volume: int = 0
+
+
+class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
+    """Everything needed to rebuild an identical book: orders in priority order per side."""
+
+    spec: InstrumentSpec
+    seq: int
+    counters: Counters
+    bids: list[OrderView]
+    asks: list[OrderView]
+
+
+class Engine:
+    """The order book and matching engine of one symbol."""
+
+    def __init__(self, spec: InstrumentSpec) -> None:
+        self.spec = spec
+        self._min_lots = spec.min_lots
+        self._max_lots = spec.max_lots
+        self._band_low = spec.band_low_ticks
+        self._band_high = spec.band_high_ticks
+        self._bounded = (self._min_lots > 1 or self._max_lots < UNBOUNDED
+                         or self._band_low > 1 or self._band_high < UNBOUNDED)
+        self._levels: dict[int, Level] = {}
+        self._bids = BookSide(BUY)
+        self._asks = BookSide(SELL)
+        self._orders: dict[int, RestingOrder] = {}
+        self._seq = 0
+        self._messages = 0
+        self._accepted = 0
+        self._rejected = 0
+        self._trades = 0
+        self._volume = 0
+        self._handlers: dict[type, Callable[..., list[Event]]] = {
+            SubmitOrder: self._submit,
+            CancelOrder: self._cancel,
+            AmendOrder: self._amend,
+            ExecuteOrder: self._execute,
+            ReduceOrder: self._reduce,
+        }
+
+    # -- driving -----------------------------------------------------------------------------
+
+    def apply(self, command: AnyCommand) -> list[Event]:
+        """Apply one command and return the events it caused, in sequence order."""
+        try:
+            handler = self._handlers[command.__class__]
+        except KeyError:
+            raise UnknownCommandError(f"not an engine command: {command!r}") from None
+        self._messages += 1
+        return handler(command)
+
+    def apply_batch(self, commands: Iterable[AnyCommand]) -> list[Event]:
+        """Apply commands in order and return all their events (the actors' batch path)."""
+        handlers = self._handlers
+        events: list[Event] = []
+        extend = events.extend
+        count = 0
+        try:
+            for command in commands:
+                extend(handlers[command.__class__](command))
+                count += 1
+        except KeyError:
+            raise UnknownCommandError(f"not an engine command: {command!r}") from None
+        finally:
+            self._messages += count
+        return events
+
+    @property
+    def seq(self) -> int:
+        """Sequence number of the last event emitted (0 before any)."""
+        return self._seq
+
+    # -- new orders --------------------------------------------------------------------------
+
+    def _reject(self, order_id: int, account: str | None, reason: Reason, ts: int) -> list[Event]:
+        self._seq += 1
+        self._rejected += 1
+        return [OrderRejected(self._seq, ts, order_id, account, reason)]
+
+    def _limit_violation(self, quantity: int, price: int | None) -> Reason | None:
+        """The instrument rule (quantity bounds, price band) an order breaks, if any."""
+        if quantity < self._min_lots:
+            return Reason.QUANTITY_BELOW_MINIMUM
+        if quantity > self._max_lots:
+            return Reason.QUANTITY_ABOVE_MAXIMUM
+        if price is not None and not self._band_low <= price <= self._band_high:
+            return Reason.PRICE_OUT_OF_BAND
+        return None
+
+    def _submit(self, cmd: SubmitOrder) -> list[Event]:
+        order_id = cmd.order_id
+        if order_id in self._orders:
+            return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp)
+        if self._bounded:
+            violation = self._limit_violation(cmd.quantity, cmd.price)
+            if violation is not None:
+                return self._reject(order_id, cmd.account, violation, cmd.timestamp)
+        side = cmd.side
+        price = cmd.price
+        if price is not None:  # a limit order
+            if side is BUY:
+                if self._asks.best <= price:
+                    return self._take(cmd, self._bids, self._asks, price)
+                key = -price
+                book = self._bids
+            else:
+                if self._bids.best <= -price:
+                    return self._take(cmd, self._asks, self._bids, -price)
+                key = price
+                book = self._asks
+            if cmd.time_in_force is GTC:
+                # The most common command of all: a passive order joins the back of its level.
+                quantity = cmd.quantity
+                order = RestingOrder(order_id, cmd.account, side, price, key, quantity, quantity,
+                                     cmd.timestamp, cmd.post_only, cmd.stp)
+                self._orders[order_id] = order
+                level = self._levels.get(key)
+                if level is None:
+                    self._levels[key] = Level(quantity, {order_id: order})
+                    book.added(key)
+                else:
+                    level.orders[order_id] = order
+                    level.size += quantity
+                self._accepted += 1
+                self._seq = seq = self._seq + 1
+                return [OrderAccepted(seq, cmd.timestamp, cmd)]
+            expiry = Reason.IOC_REMAINDER
+        else:
+            if side is BUY:
+                if self._asks.best != EMPTY:
+                    return self._take(cmd, self._bids, self._asks, MARKET_LIMIT)
+            elif self._bids.best != EMPTY:
+                return self._take(cmd, self._asks, self._bids, MARKET_LIMIT)
+            expiry = Reason.INSUFFICIENT_LIQUIDITY
+        # Nothing to trade against and not allowed to rest.
+        if cmd.time_in_force is FOK:
+            return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp)
+        self._accepted += 1
+        seq = self._seq
+        self._seq = seq + 2
+        return [
+            OrderAccepted(seq + 1, cmd.timestamp, cmd),
+            OrderExpired(seq + 2, cmd.timestamp, order_id, cmd.account, cmd.quantity, expiry),
+        ]
+
+    def _take(self, cmd: SubmitOrder, own: BookSide, other: BookSide, limit: int) -> list[Event]:
+        """Match an incoming order that crosses `other` up to the key `limit`."""
+        order_id = cmd.order_id
+        account = cmd.account
+        ts = cmd.timestamp
+        stp = cmd.stp
+        quantity = cmd.quantity
+        if cmd.post_only:
+            return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts)
+        if (
+            cmd.time_in_force is FOK
+            and self._fillable(other, limit, account, stp, quantity) < quantity
+        ):
+            return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts)
+        events: list[Event] = []
+        if stp is CANCEL_TAKER or stp is CANCEL_BOTH:
+            first = next(iter(self._levels[other.best].orders.values()))
+            if first.account == account:
+                # The very first trade would be with ourselves, so nothing can trade.
+                if stp is CANCEL_BOTH:
+                    self._cancel_resting(first, STP, ts, events)
+                self._rejected += 1
+                self._seq += 1
+                events.append(OrderRejected(self._seq, ts, order_id, account, STP))
+                return events
+        self._accepted += 1
+        self._seq += 1
+        events.append(OrderAccepted(self._seq, ts, cmd))
+        remaining, stopped = self._sweep(
+            order_id, account, cmd.side, stp, other, limit, quantity, ts, events
+        )
+        if remaining:
+            if stopped:
+                self._seq += 1
+                events.append(OrderCanceled(self._seq, ts, order_id, account, cmd.side,
+                                            cmd.price, remaining, STP))
+            elif cmd.price is None:
+                self._seq += 1
+                events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
+                                           Reason.INSUFFICIENT_LIQUIDITY))
+            elif cmd.time_in_force is not GTC:
+                self._seq += 1
+                events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
+                                           Reason.IOC_REMAINDER))
+            else:
+                self._rest(RestingOrder(order_id, account, cmd.side, cmd.price, -limit, quantity,
+                                        remaining, ts, False, stp), own)
+        return events
+
+    def _rest(self, order: RestingOrder, book: BookSide) -> None:
+        """Put a live order at the back of its level."""
+        self._orders[order.order_id] = order
+        key = order.key
+        level = self._levels.get(key)
+        if level is None:
+            self._levels[key] = Level(order.remaining, {order.order_id: order})
+            book.added(key)
+        else:
+            level.orders[order.order_id] = order
+            level.size += order.remaining
+
+    def _sweep(
+        self,
+        taker_id: int,
+        account: str,
+        taker_side: Side,
+        stp: SelfTradePrevention,
+        other: BookSide,
+        limit: int,
+        remaining: int,
+        ts: int,
+        events: list[Event],
+    ) -> tuple[int, bool]:
+        """Trade `remaining` against `other` in price-time order up to key `limit`.
+
+        Returns what is left and whether self-trade prevention stopped the taker.
+        """
+        orders = self._orders
+        levels = self._levels
+        sign = other.sign
+        append = events.append
+        seq = self._seq
+        trades = 0
+        volume = 0
+        stopped = False
+        while other.best <= limit:
+            key = other.best
+            level = levels[key]
+            queue = level.orders
+            price = key * sign
+            gone: list[int] = []  # makers filled or cancelled: always a prefix of the queue
+            taken = 0
+            for maker in queue.values():
+                if maker.account == account and stp is not STP_NONE:
+                    if stp is CANCEL_TAKER:
+                        stopped = True
+                        break
+                    gone.append(maker.order_id)
+                    taken += maker.remaining
+                    seq += 1
+                    append(OrderCanceled(seq, ts, maker.order_id, account, maker.side, price,
+                                         maker.remaining, STP))
+                    if stp is CANCEL_BOTH:
+                        stopped = True
+                        break
+                    continue
+                available = maker.remaining
+                if available > remaining:
+                    fill = remaining
+                    maker.remaining = available - remaining
+                    remaining = 0
+                else:
+                    fill = available
+                    maker.remaining = 0
+                    remaining -= available
+                    gone.append(maker.order_id)
+                taken += fill
+                volume += fill
+                trades += 1
+                seq += 1
+                append(TradeExecuted(seq, ts, price, fill, taker_side, maker.order_id, taker_id,
+                                     maker.account, account, maker.remaining, remaining))
+                if not remaining:
+                    break
+            for order_id in gone:
+                del queue[order_id]
+                del orders[order_id]
+            level.size -= taken
+            if not queue:
+                del levels[key]
+                other.removed(key, levels)
+            if stopped or not remaining:
+                break
+        self._seq = seq
+        self._trades += trades
+        self._volume += volume
+        return remaining, stopped
+
+    def _fillable(
+        self, other: BookSide, limit: int, account: str, stp: SelfTradePrevention, wanted: int
+    ) -> int:
+        """How much an order could fill right now, stopping where self-trade prevention would."""
+        total = 0
+        for key in other.sorted_keys(self._levels):
+            if key > limit:
+                break
+            for maker in self._levels[key].orders.values():
+                if maker.account == account and stp is not STP_NONE:
+                    if stp is CANCEL_MAKER:
+                        continue
+                    return total
+                total += maker.remaining
+                if total >= wanted:
+                    return total
+        return total
+
+    # -- resting orders ----------------------------------------------------------------------
+
+    def _unlink(self, order: RestingOrder) -> None:
+        """Take a live order out of the order map and its level."""
+        del self._orders[order.order_id]
+        key = order.key
+        level = self._levels[key]
+        queue = level.orders
+        del queue[order.order_id]
+        if queue:
+            level.size -= order.remaining
+        else:
+            del self._levels[key]
+            (self._bids if key < 0 else self._asks).removed(key, self._levels)
+
+    def _cancel_resting(
+        self, order: RestingOrder, reason: Reason, ts: int, events: list[Event]
+    ) -> None:
+        """Take a resting order out of the book and record why."""
+        self._unlink(order)
+        self._seq += 1
+        events.append(OrderCanceled(self._seq, ts, order.order_id, order.account, order.side,
+                                    order.price, order.remaining, reason))
+
+    def _cancel(self, cmd: CancelOrder) -> list[Event]:
+        order = self._orders.pop(cmd.order_id, None)
+        if order is None:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp)
+        # _unlink, inlined: cancels are a third of all traffic.
+        key = order.key
+        level = self._levels[key]
+        queue = level.orders
+        del queue[order.order_id]
+        if queue:
+            level.size -= order.remaining
+        else:
+            del self._levels[key]
+            (self._bids if key < 0 else self._asks).removed(key, self._levels)
+        self._seq = seq = self._seq + 1
+        return [OrderCanceled(seq, cmd.timestamp, order.order_id, order.account, order.side,
+                              order.price, order.remaining, CANCELED)]
+
+    def _amend(self, cmd: AmendOrder) -> list[Event]:
+        order = self._orders.get(cmd.order_id)
+        ts = cmd.timestamp
+        if order is None:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
+        account = order.account
+        new_quantity = order.quantity if cmd.quantity is None else cmd.quantity
+        new_price = order.price if cmd.price is None else cmd.price
+        filled = order.quantity - order.remaining
+        events: list[Event] = []
+        if new_quantity <= filled:
+            self._cancel_resting(order, Reason.AMENDED_BELOW_FILLED, ts, events)
+            return events
+        if self._bounded:
+            violation = self._limit_violation(new_quantity, new_price)
+            if violation is not None:
+                return self._reject(order.order_id, account, violation, ts)
+        new_remaining = new_quantity - filled
+        if new_price == order.price and new_quantity <= order.quantity:
+            # A decrease (or no change) keeps the order's place in the queue.
+            self._levels[order.key].size -= order.remaining - new_remaining
+            order.remaining = new_remaining
+            order.quantity = new_quantity
+            self._seq += 1
+            events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
+                                       new_price, new_price, new_quantity, new_remaining, True))
+            return events
+        book, other = (self._bids, self._asks) if order.side is BUY else (self._asks, self._bids)
+        limit = new_price * other.sign
+        crosses = other.best <= limit
+        if crosses and order.post_only:
+            return self._reject(order.order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts)
+        self._unlink(order)
+        self._seq += 1
+        events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
+                                   order.price, new_price, new_quantity, new_remaining, False))
+        remaining = new_remaining
+        stopped = False
+        if crosses:
+            remaining, stopped = self._sweep(order.order_id, account, order.side, order.stp,
+                                             other, limit, remaining, ts, events)
+        if stopped:
+            self._seq += 1
+            events.append(OrderCanceled(self._seq, ts, order.order_id, account, order.side,
+                                        new_price, remaining, STP))
+        elif remaining:
+            self._rest(RestingOrder(order.order_id, account, order.side, new_price, -limit,
+                                    new_quantity, remaining, ts, order.post_only, order.stp),
+                       book)
+        return events
+
+    # -- replayed market data ----------------------------------------------------------------
+
+    def _execute(self, cmd: ExecuteOrder) -> list[Event]:
+        order = self._orders.get(cmd.order_id)
+        ts = cmd.timestamp
+        if order is None:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
+        fill = min(cmd.quantity, order.remaining)
+        if fill == order.remaining:
+            self._unlink(order)
+            order.remaining = 0
+        else:
+            order.remaining -= fill
+            self._levels[order.key].size -= fill
+        self._trades += 1
+        self._volume += fill
+        self._seq += 1
+        return [TradeExecuted(self._seq, ts, order.price, fill,
+                              SELL if order.side is BUY else BUY, order.order_id, None,
+                              order.account, None, order.remaining, 0)]
+
+    def _reduce(self, cmd: ReduceOrder) -> list[Event]:
+        order = self._orders.get(cmd.order_id)
+        ts = cmd.timestamp
+        if order is None:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
+        events: list[Event] = []
+        if cmd.quantity >= order.remaining:
+            self._cancel_resting(order, CANCELED, ts, events)
+            return events
+        order.remaining -= cmd.quantity
+        order.quantity -= cmd.quantity
+        self._levels[order.key].size -= cmd.quantity
+        self._seq += 1
+        events.append(OrderAmended(self._seq, ts, order.order_id, order.account, order.side,
+                                   order.price, order.price, order.quantity, order.remaining,
+                                   True))
+        return events
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def best_bid(self) -> tuple[int, int] | None:
+        """Best bid as (price, size), or None when there are no bids. O(1)."""
+        key = self._bids.best
+        if key == EMPTY:
+            return None
+        return -key, self._levels[key].size
+
+    def best_ask(self) -> tuple[int, int] | None:
+        """Best ask as (price, size), or None when there are no asks. O(1)."""
+        key = self._asks.best
+        if key == EMPTY:
+            return None
+        return key, self._levels[key].size
+
+    def spread(self) -> int | None:
+        """Best ask minus best bid in ticks, or None when a side is empty."""
+        if self._bids.best == EMPTY or self._asks.best == EMPTY:
+            return None
+        return self._asks.best + self._bids.best
+
+    def mid(self) -> Decimal | None:
+        """Midpoint in ticks (may fall on a half tick), or None when a side is empty."""
+        if self._bids.best == EMPTY or self._asks.best == EMPTY:
+            return None
+        return Decimal(self._asks.best - self._bids.best) / 2
+
+    def depth(
+        self, levels: int | None = None
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+        """L2 book: (bids, asks) as (price, size) lists from the best level outwards."""
+        return self.side_depth(BUY, levels), self.side_depth(SELL, levels)
+
+    def side_depth(self, side: Side, levels: int | None = None) -> list[tuple[int, int]]:
+        """One side's L2 levels as (price, size) from the best outwards."""
+        book = self._bids if side is BUY else self._asks
+        return [(key * book.sign, self._levels[key].size)
+                for key in book.sorted_keys(self._levels, levels)]
+
+    def level_size(self, side: Side, price: int) -> int:
+        """Total remaining size resting at `price` on `side` (0 when there is no level)."""
+        level = self._levels.get(price if side is SELL else -price)
+        return 0 if level is None else level.size
+
+    def level_orders(self, side: Side, price: int) -> list[OrderView]:
+        """L3: the orders at one price level, in queue (time priority) order."""
+        level = self._levels.get(price if side is SELL else -price)
+        return [] if level is None else [_view(order) for order in level.orders.values()]
+
+    def order(self, order_id: int) -> OrderView | None:
+        """A copy of the live order with this id, or None if it is not resting."""
+        order = self._orders.get(order_id)
+        return None if order is None else _view(order)
+
+    def open_order_count(self) -> int:
+        """Number of orders resting in the book."""
+        return len(self._orders)
+
+    def counters(self) -> Counters:
+        """Messages processed, orders accepted, rejections, trades and traded volume (lots)."""
+        return Counters(self._messages, self._accepted, self._rejected, self._trades,
+                        self._volume)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def snapshot(self) -> BookSnapshot:
+        """Capture the whole book; `Engine.restore` turns it back into an identical engine."""
+        return BookSnapshot(
+            spec=self.spec,
+            seq=self._seq,
+            counters=self.counters(),
+            bids=self._side_orders(self._bids),
+            asks=self._side_orders(self._asks),
+        )
+
+    def _side_orders(self, book: BookSide) -> list[OrderView]:
+        return [
+            _view(order)
+            for key in book.sorted_keys(self._levels)
+            for order in self._levels[key].orders.values()
+        ]
+
+    @classmethod
+    def restore(cls, snapshot: BookSnapshot) -> Engine:
+        """Rebuild the engine a snapshot was taken from; raise SnapshotError if it is invalid."""
+        engine = cls(snapshot.spec)
+        for book, views in ((engine._bids, snapshot.bids), (engine._asks, snapshot.asks)):
+            for view in views:
+                if view.side is not book.side or view.order_id in engine._orders:
+                    raise SnapshotError(f"order {view.order_id} is duplicated or on the wrong side")
+                if not 0 < view.remaining <= view.quantity or view.price <= 0:
+                    raise SnapshotError(f"order {view.order_id} has an impossible size or price")
+                engine._rest(RestingOrder(view.order_id, view.account, view.side, view.price,
+                                          view.price * book.sign, view.quantity, view.remaining,
+                                          view.timestamp, view.post_only, view.stp), book)
+        if engine._asks.best <= -engine._bids.best:
+            raise SnapshotError("snapshot book is crossed")
+        counters = snapshot.counters
+        engine._seq = snapshot.seq
+        engine._messages = counters.messages
+        engine._accepted = counters.orders
+        engine._rejected = counters.rejections
+        engine._trades = counters.trades
+        engine._volume = counters.volume
+        return engine
+
+
+def _view(order: RestingOrder) -> OrderView:
+    return OrderView(order.order_id, order.account, order.side, order.price, order.quantity,
+                     order.remaining, order.timestamp, order.post_only, order.stp)

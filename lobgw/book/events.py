@@ -1,0 +1,89 @@
+"""Events: what happened, in the order it happened. Past-tense names, frozen structs.
+
+Every event carries the symbol's sequence number, which rises by exactly one per event, so a
+consumer can tell it missed something. Prices are ticks and quantities lots, as in the engine.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from lobgw.book.commands import SubmitOrder
+from lobgw.book.types import Reason, Side
+
+
+class Event(msgspec.Struct, frozen=True, gc=False, tag_field="type"):
+    """Base of every engine event."""
+
+    seq: int
+    timestamp: int
+
+
+class OrderAccepted(Event, frozen=True, gc=False, tag=True):
+    """A new order passed every check; trades, a rest or an expiry may follow."""
+
+    order: SubmitOrder
+
+
+class OrderRejected(Event, frozen=True, gc=False, tag=True):
+    """A command was refused; the book is exactly as it was before it."""
+
+    order_id: int
+    account: str | None
+    reason: Reason
+
+
+class TradeExecuted(Event, frozen=True, gc=False, tag=True):
+    """Two orders traded at the maker's price.
+
+    For a replayed historical execution the aggressor is not known: `taker_order_id` and
+    `taker_account` are None and `taker_remaining` is 0.
+    """
+
+    price: int
+    quantity: int
+    aggressor: Side
+    maker_order_id: int
+    taker_order_id: int | None
+    maker_account: str
+    taker_account: str | None
+    maker_remaining: int
+    taker_remaining: int
+
+
+class OrderCanceled(Event, frozen=True, gc=False, tag=True):
+    """An order left the book (or an incoming order stopped) with `remaining` lots unfilled."""
+
+    order_id: int
+    account: str
+    side: Side
+    price: int | None
+    remaining: int
+    reason: Reason
+
+
+class OrderAmended(Event, frozen=True, gc=False, tag=True):
+    """A resting order changed; `priority_kept` says whether it kept its place in the queue."""
+
+    order_id: int
+    account: str
+    side: Side
+    previous_price: int
+    price: int
+    quantity: int
+    remaining: int
+    priority_kept: bool
+
+
+class OrderExpired(Event, frozen=True, gc=False, tag=True):
+    """An incoming order's unfilled remainder ended without resting (IOC, market, FOK rules)."""
+
+    order_id: int
+    account: str
+    remaining: int
+    reason: Reason
+
+
+AnyEvent = (
+    OrderAccepted | OrderRejected | TradeExecuted | OrderCanceled | OrderAmended | OrderExpired
+)

@@ -1,0 +1,110 @@
+"""Instrument specs and the decimal <-> integer conversions that happen only at the edges.
+
+Inside the engine a price is a whole number of ticks and a quantity a whole number of lots.
+Converting refuses anything off the grid instead of rounding: a client who sends 10.005 on a
+0.01 tick meant something, and silently trading at 10.00 or 10.01 would be wrong either way.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated
+
+import msgspec
+
+from lobgw.book.types import Reason
+from lobgw.errors import InputError
+
+PositiveDecimal = Annotated[Decimal, msgspec.Meta(description="a positive decimal, as a string")]
+
+
+class InstrumentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One symbol's trading rules, in decimal units as users write them."""
+
+    symbol: str
+    tick_size: PositiveDecimal
+    lot_size: PositiveDecimal
+    min_quantity: Decimal | None = None
+    max_quantity: Decimal | None = None
+    price_band_low: Decimal | None = None
+    price_band_high: Decimal | None = None
+
+    def __post_init__(self) -> None:
+        # ValueError raised here becomes a msgspec.ValidationError naming this struct's path.
+        for name in ("tick_size", "lot_size"):
+            value = getattr(self, name)
+            if not value.is_finite() or value <= 0:
+                raise ValueError(f"{name} must be a positive decimal")
+        try:
+            if self.min_lots > self.max_lots:
+                raise ValueError("min_quantity must not exceed max_quantity")
+            if self.band_low_ticks > self.band_high_ticks:
+                raise ValueError("price_band_low must not exceed price_band_high")
+        except InputError as error:
+            raise ValueError(f"{error.field}: {error.reason}") from None
+
+    # -- the engine's integer limits ---------------------------------------------------------
+
+    @property
+    def min_lots(self) -> int:
+        """Smallest accepted order quantity in lots (at least one lot)."""
+        if self.min_quantity is None:
+            return 1
+        return max(1, self.quantity_to_lots(self.min_quantity, "min_quantity"))
+
+    @property
+    def max_lots(self) -> int:
+        """Largest accepted order quantity in lots (unbounded when not configured)."""
+        if self.max_quantity is None:
+            return UNBOUNDED
+        return self.quantity_to_lots(self.max_quantity, "max_quantity")
+
+    @property
+    def band_low_ticks(self) -> int:
+        """Lowest accepted limit price in ticks (1 tick when no band is configured)."""
+        if self.price_band_low is None:
+            return 1
+        return self.price_to_ticks(self.price_band_low, "price_band_low")
+
+    @property
+    def band_high_ticks(self) -> int:
+        """Highest accepted limit price in ticks."""
+        if self.price_band_high is None:
+            return UNBOUNDED
+        return self.price_to_ticks(self.price_band_high, "price_band_high")
+
+    # -- conversions -------------------------------------------------------------------------
+
+    def price_to_ticks(self, price: Decimal, field: str = "price") -> int:
+        """Convert a decimal price to ticks, refusing prices off the tick grid or not positive."""
+        return _to_units(price, self.tick_size, field, Reason.INVALID_PRICE, Reason.PRICE_OFF_TICK)
+
+    def quantity_to_lots(self, quantity: Decimal, field: str = "quantity") -> int:
+        """Convert a decimal quantity to lots, refusing quantities off the lot grid or <= 0."""
+        return _to_units(
+            quantity, self.lot_size, field, Reason.INVALID_QUANTITY, Reason.QUANTITY_OFF_LOT
+        )
+
+    def ticks_to_price(self, ticks: int) -> Decimal:
+        """Convert ticks back to a decimal price, exact and with the tick size's decimals."""
+        return self.tick_size * ticks
+
+    def lots_to_quantity(self, lots: int) -> Decimal:
+        """Convert lots back to a decimal quantity, exact and with the lot size's decimals."""
+        return self.lot_size * lots
+
+
+UNBOUNDED = 1 << 62
+"""A bound that no real price in ticks or quantity in lots reaches."""
+
+
+def _to_units(value: Decimal, unit: Decimal, field: str, invalid: Reason, off_grid: Reason) -> int:
+    if not value.is_finite() or value <= 0:
+        raise InputError(invalid.value, field, "must be a finite number greater than zero")
+    units, remainder = divmod(value, unit)
+    if remainder:
+        raise InputError(off_grid.value, field, f"{value} is not a multiple of {unit}")
+    whole = int(units)
+    if whole >= UNBOUNDED:
+        raise InputError(invalid.value, field, f"{value} is too large")
+    return whole

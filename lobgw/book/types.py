@@ -1,0 +1,74 @@
+"""Domain vocabulary shared by the engine and every edge: sides, order kinds, reason codes.
+
+Enum values are the strings that appear on the wire, so a value never changes once published.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Side(enum.Enum):
+    """Which side of the book an order rests on or takes from."""
+
+    BUY = "BUY"
+    SELL = "SELL"
+
+    @property
+    def opposite(self) -> Side:
+        """Return the other side."""
+        return Side.SELL if self is Side.BUY else Side.BUY
+
+
+class OrderType(enum.Enum):
+    """LIMIT orders carry a price; MARKET orders take whatever the other side offers."""
+
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class TimeInForce(enum.Enum):
+    """How long an order may live: rest (GTC), trade now then cancel (IOC), all or nothing (FOK)."""
+
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
+class SelfTradePrevention(enum.Enum):
+    """What happens when an order would trade against a resting order of the same account."""
+
+    CANCEL_TAKER = "CANCEL_TAKER"
+    CANCEL_MAKER = "CANCEL_MAKER"
+    CANCEL_BOTH = "CANCEL_BOTH"
+    NONE = "NONE"
+    """Allow the trade (replayed market data, where one label covers many real traders)."""
+
+
+class Reason(enum.Enum):
+    """Stable machine-readable reason codes carried by rejections, cancels and expiries."""
+
+    # rejections of a new order (the book is unchanged)
+    DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM"
+    QUANTITY_ABOVE_MAXIMUM = "QUANTITY_ABOVE_MAXIMUM"
+    INVALID_PRICE = "INVALID_PRICE"
+    MISSING_PRICE = "MISSING_PRICE"
+    PRICE_NOT_ALLOWED = "PRICE_NOT_ALLOWED"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
+    PRICE_OFF_TICK = "PRICE_OFF_TICK"
+    QUANTITY_OFF_LOT = "QUANTITY_OFF_LOT"
+    POST_ONLY_NOT_ALLOWED = "POST_ONLY_NOT_ALLOWED"
+    POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
+    FOK_NOT_FILLED = "FOK_NOT_FILLED"
+    # rejections of cancel / amend / replay commands
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    # self-trade prevention: a rejection when nothing traded, else a cancel of the remainder
+    STP = "STP"
+    # cancels of resting orders
+    CANCELED = "CANCELED"
+    AMENDED_BELOW_FILLED = "AMENDED_BELOW_FILLED"
+    # expiry of an incoming order's unfilled remainder
+    INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"
+    IOC_REMAINDER = "IOC_REMAINDER"

@@ -1,0 +1,62 @@
+"""The `lobgw` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from lobgw.book.engine import Engine
+from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Run a synthetic order flow through one engine and show the resulting book."""
+    commands = synthetic_commands(args.commands, seed=args.seed)
+    engine = Engine(SYNTHETIC_SPEC)
+    start = time.perf_counter()
+    events = engine.apply_batch(commands)
+    elapsed = time.perf_counter() - start
+    spec = engine.spec
+    counters = engine.counters()
+    print(f"{len(commands):,} commands -> {len(events):,} events in {elapsed:.2f}s "
+          f"({len(commands) / elapsed:,.0f} commands/s)")
+    print(f"orders accepted {counters.orders:,}, rejected {counters.rejections:,}, "
+          f"trades {counters.trades:,}, volume {spec.lots_to_quantity(counters.volume)}")
+    bids, asks = engine.depth(5)
+    print(f"\n{spec.symbol} top of book ({engine.open_order_count()} resting orders)")
+    print(f"{'bid size':>10} {'bid':>10} | {'ask':<10} {'ask size':<10}")
+    for level in range(max(len(bids), len(asks))):
+        bid = bids[level] if level < len(bids) else None
+        ask = asks[level] if level < len(asks) else None
+        print(f"{spec.lots_to_quantity(bid[1]) if bid else '':>10} "
+              f"{spec.ticks_to_price(bid[0]) if bid else '':>10} | "
+              f"{spec.ticks_to_price(ask[0]) if ask else '':<10} "
+              f"{spec.lots_to_quantity(ask[1]) if ask else '':<10}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every lobgw command."""
+    parser = argparse.ArgumentParser(
+        prog="lobgw", description="Limit-order-book exchange gateway.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    demo_parser = commands.add_parser(
+        "demo", help="run a synthetic order flow through the matching engine",
+        description=demo.__doc__)
+    demo_parser.add_argument("--commands", type=int, default=200_000,
+                             help="how many synthetic commands (default 200000)")
+    demo_parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    demo_parser.set_defaults(handler=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `lobgw` script."""
+    args = build_parser().parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

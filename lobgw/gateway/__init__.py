@@ -1,0 +1,1 @@
+"""Gateway layer (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""Simulation: synthetic order flow, market-data replay and backtests."""
