@@ -8,8 +8,10 @@ Layout, chosen for CPython speed (every line on the hot path costs; see benchmar
 * Every price level of both sides lives in one dict, keyed by the price for asks and minus the
   price for bids. Keys of the two sides never collide (prices are positive), "better" is always
   "smaller", and a resting order finds its level by its key without asking which side it is on.
-* A level is an insertion-ordered dict of its orders (time priority, O(1) cancel from anywhere)
-  plus its cached total size.
+* A live order is the immutable `SubmitOrder` that created it (replaced by an updated copy when
+  an amend changes it); the only mutable part of an order, its remaining lots, lives in its
+  level: an insertion-ordered dict from order id to remaining lots (time priority, O(1) cancel
+  from anywhere) plus the level's cached total. No per-order object is built on the hot path.
 * Each side keeps a binary heap of its keys to find the next-best level when the best one
   empties, and caches the best key, so best bid/ask is O(1). Keys of levels emptied away from
   the top stay in the heap until they surface or the heap is rebuilt.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterable
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
@@ -42,7 +45,7 @@ from lobgw.book.events import (
     OrderRejected,
     TradeExecuted,
 )
-from lobgw.book.instrument import UNBOUNDED, InstrumentSpec
+from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
 from lobgw.errors import SnapshotError, UnknownCommandError
 
@@ -59,6 +62,8 @@ CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
 STP_NONE = SelfTradePrevention.NONE
 CANCELED = Reason.CANCELED
 STP = Reason.STP
+IOC_REMAINDER = Reason.IOC_REMAINDER
+INSUFFICIENT_LIQUIDITY = Reason.INSUFFICIENT_LIQUIDITY
 
 EMPTY = 1 << 63
 """The best key of an empty side: larger than any key an order can have."""
@@ -69,28 +74,18 @@ heappush = heapq.heappush
 heappop = heapq.heappop
 
 
-class RestingOrder(msgspec.Struct, gc=False):
-    """A live order in the book. Mutable; never leaves the engine (queries return copies)."""
+class Level:
+    """One price level: its total remaining size and its orders' remaining lots in time order.
 
-    order_id: int
-    account: str
-    side: Side
-    price: int
-    key: int
-    """The order's level key: the price for a sell, minus the price for a buy."""
-    quantity: int
-    """Total order quantity including fills; `quantity - remaining` is the filled amount."""
-    remaining: int
-    timestamp: int
-    post_only: bool
-    stp: SelfTradePrevention
+    A plain slotted class rather than a Struct: its size changes on nearly every command and
+    CPython specializes stores to slots, while levels are created rarely.
+    """
 
+    __slots__ = ("orders", "size")
 
-class Level(msgspec.Struct, gc=False):
-    """One price level: its total remaining size and its orders in time priority."""
-
-    size: int
-    orders: dict[int, RestingOrder]
+    def __init__(self, size: int, orders: dict[int, int]) -> None:
+        self.size = size
+        self.orders = orders
 
 
 class BookSide:
@@ -182,19 +177,20 @@ class Engine:
         self._max_lots = spec.max_lots
         self._band_low = spec.band_low_ticks
         self._band_high = spec.band_high_ticks
-        self._bounded = (self._min_lots > 1 or self._max_lots < UNBOUNDED
-                         or self._band_low > 1 or self._band_high < UNBOUNDED)
         self._levels: dict[int, Level] = {}
         self._bids = BookSide(BUY)
         self._asks = BookSide(SELL)
-        self._orders: dict[int, RestingOrder] = {}
+        self._orders: dict[int, SubmitOrder] = {}
         self._seq = 0
-        self._messages = 0
+        # Each command bumps exactly one of these; `messages` is their sum.
         self._accepted = 0
         self._rejected = 0
+        self._cancels = 0
+        self._amends = 0
+        self._executions = 0
         self._trades = 0
         self._volume = 0
-        self._handlers: dict[type, Callable[..., list[Event]]] = {
+        self._handlers: dict[type, Callable[[Any, list[Event]], None]] = {
             SubmitOrder: self._submit,
             CancelOrder: self._cancel,
             AmendOrder: self._amend,
@@ -210,23 +206,19 @@ class Engine:
             handler = self._handlers[command.__class__]
         except KeyError:
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
-        self._messages += 1
-        return handler(command)
+        events: list[Event] = []
+        handler(command, events)
+        return events
 
     def apply_batch(self, commands: Iterable[AnyCommand]) -> list[Event]:
         """Apply commands in order and return all their events (the actors' batch path)."""
         handlers = self._handlers
         events: list[Event] = []
-        extend = events.extend
-        count = 0
         try:
             for command in commands:
-                extend(handlers[command.__class__](command))
-                count += 1
+                handlers[command.__class__](command, events)
         except KeyError:
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
-        finally:
-            self._messages += count
         return events
 
     @property
@@ -236,78 +228,78 @@ class Engine:
 
     # -- new orders --------------------------------------------------------------------------
 
-    def _reject(self, order_id: int, account: str | None, reason: Reason, ts: int) -> list[Event]:
+    def _reject(
+        self, order_id: int, account: str | None, reason: Reason, ts: int, events: list[Event]
+    ) -> None:
         self._seq += 1
         self._rejected += 1
-        return [OrderRejected(self._seq, ts, order_id, account, reason)]
+        events.append(OrderRejected(self._seq, ts, order_id, account, reason))
 
-    def _limit_violation(self, quantity: int, price: int | None) -> Reason | None:
-        """The instrument rule (quantity bounds, price band) an order breaks, if any."""
+    def _limit_violation(self, quantity: int, price: int | None) -> Reason:
+        """The instrument rule (quantity bounds, price band) that an order breaks."""
         if quantity < self._min_lots:
             return Reason.QUANTITY_BELOW_MINIMUM
         if quantity > self._max_lots:
             return Reason.QUANTITY_ABOVE_MAXIMUM
-        if price is not None and not self._band_low <= price <= self._band_high:
-            return Reason.PRICE_OUT_OF_BAND
-        return None
+        return Reason.PRICE_OUT_OF_BAND
 
-    def _submit(self, cmd: SubmitOrder) -> list[Event]:
+    def _submit(self, cmd: SubmitOrder, events: list[Event]) -> None:
         order_id = cmd.order_id
         if order_id in self._orders:
-            return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp)
-        if self._bounded:
-            violation = self._limit_violation(cmd.quantity, cmd.price)
-            if violation is not None:
-                return self._reject(order_id, cmd.account, violation, cmd.timestamp)
-        side = cmd.side
+            return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp,
+                                events)
+        quantity = cmd.quantity
         price = cmd.price
+        if quantity > self._max_lots or quantity < self._min_lots or (
+            price is not None and (price > self._band_high or price < self._band_low)
+        ):
+            return self._reject(order_id, cmd.account, self._limit_violation(quantity, price),
+                                cmd.timestamp, events)
         if price is not None:  # a limit order
-            if side is BUY:
+            if cmd.side is BUY:
                 if self._asks.best <= price:
-                    return self._take(cmd, self._bids, self._asks, price)
+                    return self._take(cmd, self._bids, self._asks, price, events)
                 key = -price
                 book = self._bids
             else:
                 if self._bids.best <= -price:
-                    return self._take(cmd, self._asks, self._bids, -price)
+                    return self._take(cmd, self._asks, self._bids, -price, events)
                 key = price
                 book = self._asks
             if cmd.time_in_force is GTC:
                 # The most common command of all: a passive order joins the back of its level.
-                quantity = cmd.quantity
-                order = RestingOrder(order_id, cmd.account, side, price, key, quantity, quantity,
-                                     cmd.timestamp, cmd.post_only, cmd.stp)
-                self._orders[order_id] = order
+                self._orders[order_id] = cmd
                 level = self._levels.get(key)
                 if level is None:
-                    self._levels[key] = Level(quantity, {order_id: order})
+                    self._levels[key] = Level(quantity, {order_id: quantity})
                     book.added(key)
                 else:
-                    level.orders[order_id] = order
+                    level.orders[order_id] = quantity
                     level.size += quantity
                 self._accepted += 1
                 self._seq = seq = self._seq + 1
-                return [OrderAccepted(seq, cmd.timestamp, cmd)]
-            expiry = Reason.IOC_REMAINDER
+                events.append(OrderAccepted(seq, cmd.timestamp, cmd))
+                return
+            expiry = IOC_REMAINDER
         else:
-            if side is BUY:
+            if cmd.side is BUY:
                 if self._asks.best != EMPTY:
-                    return self._take(cmd, self._bids, self._asks, MARKET_LIMIT)
+                    return self._take(cmd, self._bids, self._asks, MARKET_LIMIT, events)
             elif self._bids.best != EMPTY:
-                return self._take(cmd, self._asks, self._bids, MARKET_LIMIT)
-            expiry = Reason.INSUFFICIENT_LIQUIDITY
+                return self._take(cmd, self._asks, self._bids, MARKET_LIMIT, events)
+            expiry = INSUFFICIENT_LIQUIDITY
         # Nothing to trade against and not allowed to rest.
         if cmd.time_in_force is FOK:
-            return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp)
+            return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp, events)
         self._accepted += 1
         seq = self._seq
         self._seq = seq + 2
-        return [
-            OrderAccepted(seq + 1, cmd.timestamp, cmd),
-            OrderExpired(seq + 2, cmd.timestamp, order_id, cmd.account, cmd.quantity, expiry),
-        ]
+        events.append(OrderAccepted(seq + 1, cmd.timestamp, cmd))
+        events.append(OrderExpired(seq + 2, cmd.timestamp, order_id, cmd.account, quantity, expiry))
 
-    def _take(self, cmd: SubmitOrder, own: BookSide, other: BookSide, limit: int) -> list[Event]:
+    def _take(
+        self, cmd: SubmitOrder, own: BookSide, other: BookSide, limit: int, events: list[Event]
+    ) -> None:
         """Match an incoming order that crosses `other` up to the key `limit`."""
         order_id = cmd.order_id
         account = cmd.account
@@ -315,15 +307,14 @@ class Engine:
         stp = cmd.stp
         quantity = cmd.quantity
         if cmd.post_only:
-            return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts)
+            return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events)
         if (
             cmd.time_in_force is FOK
             and self._fillable(other, limit, account, stp, quantity) < quantity
         ):
-            return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts)
-        events: list[Event] = []
+            return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events)
         if stp is CANCEL_TAKER or stp is CANCEL_BOTH:
-            first = next(iter(self._levels[other.best].orders.values()))
+            first = self._orders[next(iter(self._levels[other.best].orders))]
             if first.account == account:
                 # The very first trade would be with ourselves, so nothing can trade.
                 if stp is CANCEL_BOTH:
@@ -331,7 +322,7 @@ class Engine:
                 self._rejected += 1
                 self._seq += 1
                 events.append(OrderRejected(self._seq, ts, order_id, account, STP))
-                return events
+                return
         self._accepted += 1
         self._seq += 1
         events.append(OrderAccepted(self._seq, ts, cmd))
@@ -346,27 +337,24 @@ class Engine:
             elif cmd.price is None:
                 self._seq += 1
                 events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
-                                           Reason.INSUFFICIENT_LIQUIDITY))
+                                           INSUFFICIENT_LIQUIDITY))
             elif cmd.time_in_force is not GTC:
                 self._seq += 1
                 events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
-                                           Reason.IOC_REMAINDER))
+                                           IOC_REMAINDER))
             else:
-                self._rest(RestingOrder(order_id, account, cmd.side, cmd.price, -limit, quantity,
-                                        remaining, ts, False, stp), own)
-        return events
+                self._rest(cmd, -limit, remaining, own)
 
-    def _rest(self, order: RestingOrder, book: BookSide) -> None:
-        """Put a live order at the back of its level."""
+    def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
+        """Put a live order with `remaining` lots at the back of the level with `key`."""
         self._orders[order.order_id] = order
-        key = order.key
         level = self._levels.get(key)
         if level is None:
-            self._levels[key] = Level(order.remaining, {order.order_id: order})
+            self._levels[key] = Level(remaining, {order.order_id: remaining})
             book.added(key)
         else:
-            level.orders[order.order_id] = order
-            level.size += order.remaining
+            level.orders[order.order_id] = remaining
+            level.size += remaining
 
     def _sweep(
         self,
@@ -399,41 +387,41 @@ class Engine:
             price = key * sign
             gone: list[int] = []  # makers filled or cancelled: always a prefix of the queue
             taken = 0
-            for maker in queue.values():
-                if maker.account == account and stp is not STP_NONE:
+            for maker_id, available in queue.items():
+                maker_account = orders[maker_id].account
+                if maker_account == account and stp is not STP_NONE:
                     if stp is CANCEL_TAKER:
                         stopped = True
                         break
-                    gone.append(maker.order_id)
-                    taken += maker.remaining
+                    gone.append(maker_id)
+                    taken += available
                     seq += 1
-                    append(OrderCanceled(seq, ts, maker.order_id, account, maker.side, price,
-                                         maker.remaining, STP))
+                    append(OrderCanceled(seq, ts, maker_id, account, other.side, price,
+                                         available, STP))
                     if stp is CANCEL_BOTH:
                         stopped = True
                         break
                     continue
-                available = maker.remaining
                 if available > remaining:
                     fill = remaining
-                    maker.remaining = available - remaining
+                    queue[maker_id] = available = available - remaining
                     remaining = 0
                 else:
                     fill = available
-                    maker.remaining = 0
-                    remaining -= available
-                    gone.append(maker.order_id)
+                    available = 0
+                    remaining -= fill
+                    gone.append(maker_id)
                 taken += fill
                 volume += fill
                 trades += 1
                 seq += 1
-                append(TradeExecuted(seq, ts, price, fill, taker_side, maker.order_id, taker_id,
-                                     maker.account, account, maker.remaining, remaining))
+                append(TradeExecuted(seq, ts, price, fill, taker_side, maker_id, taker_id,
+                                     maker_account, account, available, remaining))
                 if not remaining:
                     break
-            for order_id in gone:
-                del queue[order_id]
-                del orders[order_id]
+            for maker_id in gone:
+                del queue[maker_id]
+                del orders[maker_id]
             level.size -= taken
             if not queue:
                 del levels[key]
@@ -453,147 +441,164 @@ class Engine:
         for key in other.sorted_keys(self._levels):
             if key > limit:
                 break
-            for maker in self._levels[key].orders.values():
-                if maker.account == account and stp is not STP_NONE:
+            for maker_id, available in self._levels[key].orders.items():
+                if self._orders[maker_id].account == account and stp is not STP_NONE:
                     if stp is CANCEL_MAKER:
                         continue
                     return total
-                total += maker.remaining
+                total += available
                 if total >= wanted:
                     return total
         return total
 
     # -- resting orders ----------------------------------------------------------------------
 
-    def _unlink(self, order: RestingOrder) -> None:
-        """Take a live order out of the order map and its level."""
+    def _unlink(self, order: SubmitOrder) -> int:
+        """Take a live order out of the book; return the lots it had left."""
         del self._orders[order.order_id]
-        key = order.key
+        price = order.price
+        assert price is not None
+        key = price if order.side is SELL else -price
         level = self._levels[key]
         queue = level.orders
-        del queue[order.order_id]
+        remaining = queue.pop(order.order_id)
         if queue:
-            level.size -= order.remaining
+            level.size -= remaining
         else:
             del self._levels[key]
             (self._bids if key < 0 else self._asks).removed(key, self._levels)
+        return remaining
 
     def _cancel_resting(
-        self, order: RestingOrder, reason: Reason, ts: int, events: list[Event]
+        self, order: SubmitOrder, reason: Reason, ts: int, events: list[Event]
     ) -> None:
         """Take a resting order out of the book and record why."""
-        self._unlink(order)
+        remaining = self._unlink(order)
         self._seq += 1
         events.append(OrderCanceled(self._seq, ts, order.order_id, order.account, order.side,
-                                    order.price, order.remaining, reason))
+                                    order.price, remaining, reason))
 
-    def _cancel(self, cmd: CancelOrder) -> list[Event]:
-        order = self._orders.pop(cmd.order_id, None)
+    def _cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
+        order_id = cmd.order_id
+        order = self._orders.pop(order_id, None)
         if order is None:
-            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp)
+            return self._reject(order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp, events)
         # _unlink, inlined: cancels are a third of all traffic.
-        key = order.key
+        price: int = order.price  # type: ignore[assignment]  # resting orders have a price
+        key = price if order.side is SELL else -price
         level = self._levels[key]
         queue = level.orders
-        del queue[order.order_id]
+        remaining = queue.pop(order_id)
         if queue:
-            level.size -= order.remaining
+            level.size -= remaining
         else:
             del self._levels[key]
             (self._bids if key < 0 else self._asks).removed(key, self._levels)
+        self._cancels += 1
         self._seq = seq = self._seq + 1
-        return [OrderCanceled(seq, cmd.timestamp, order.order_id, order.account, order.side,
-                              order.price, order.remaining, CANCELED)]
+        events.append(OrderCanceled(seq, cmd.timestamp, order_id, order.account, order.side,
+                                    price, remaining, CANCELED))
 
-    def _amend(self, cmd: AmendOrder) -> list[Event]:
+    def _amend(self, cmd: AmendOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
         ts = cmd.timestamp
         if order is None:
-            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
+        old_price = order.price
+        assert old_price is not None
         account = order.account
+        book, other = (self._bids, self._asks) if order.side is BUY else (self._asks, self._bids)
+        level = self._levels[old_price * book.sign]
+        remaining = level.orders[order.order_id]
         new_quantity = order.quantity if cmd.quantity is None else cmd.quantity
-        new_price = order.price if cmd.price is None else cmd.price
-        filled = order.quantity - order.remaining
-        events: list[Event] = []
+        new_price = old_price if cmd.price is None else cmd.price
+        filled = order.quantity - remaining
         if new_quantity <= filled:
+            self._amends += 1
             self._cancel_resting(order, Reason.AMENDED_BELOW_FILLED, ts, events)
-            return events
-        if self._bounded:
-            violation = self._limit_violation(new_quantity, new_price)
-            if violation is not None:
-                return self._reject(order.order_id, account, violation, ts)
+            return
+        if (new_quantity > self._max_lots or new_quantity < self._min_lots
+                or new_price > self._band_high or new_price < self._band_low):
+            return self._reject(order.order_id, account,
+                                self._limit_violation(new_quantity, new_price), ts, events)
         new_remaining = new_quantity - filled
-        if new_price == order.price and new_quantity <= order.quantity:
+        if new_price == old_price and new_quantity <= order.quantity:
             # A decrease (or no change) keeps the order's place in the queue.
-            self._levels[order.key].size -= order.remaining - new_remaining
-            order.remaining = new_remaining
-            order.quantity = new_quantity
+            level.orders[order.order_id] = new_remaining
+            level.size -= remaining - new_remaining
+            self._orders[order.order_id] = msgspec.structs.replace(order, quantity=new_quantity)
+            self._amends += 1
             self._seq += 1
             events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
                                        new_price, new_price, new_quantity, new_remaining, True))
-            return events
-        book, other = (self._bids, self._asks) if order.side is BUY else (self._asks, self._bids)
+            return
         limit = new_price * other.sign
         crosses = other.best <= limit
         if crosses and order.post_only:
-            return self._reject(order.order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts)
+            return self._reject(order.order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events)
         self._unlink(order)
+        self._amends += 1
         self._seq += 1
         events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
-                                   order.price, new_price, new_quantity, new_remaining, False))
-        remaining = new_remaining
+                                   old_price, new_price, new_quantity, new_remaining, False))
         stopped = False
         if crosses:
-            remaining, stopped = self._sweep(order.order_id, account, order.side, order.stp,
-                                             other, limit, remaining, ts, events)
+            new_remaining, stopped = self._sweep(order.order_id, account, order.side, order.stp,
+                                                 other, limit, new_remaining, ts, events)
         if stopped:
             self._seq += 1
             events.append(OrderCanceled(self._seq, ts, order.order_id, account, order.side,
-                                        new_price, remaining, STP))
-        elif remaining:
-            self._rest(RestingOrder(order.order_id, account, order.side, new_price, -limit,
-                                    new_quantity, remaining, ts, order.post_only, order.stp),
-                       book)
-        return events
+                                        new_price, new_remaining, STP))
+        elif new_remaining:
+            moved = msgspec.structs.replace(order, price=new_price, quantity=new_quantity,
+                                            timestamp=ts)
+            self._rest(moved, -limit, new_remaining, book)
 
     # -- replayed market data ----------------------------------------------------------------
 
-    def _execute(self, cmd: ExecuteOrder) -> list[Event]:
+    def _execute(self, cmd: ExecuteOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
         ts = cmd.timestamp
         if order is None:
-            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
-        fill = min(cmd.quantity, order.remaining)
-        if fill == order.remaining:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
+        price = order.price
+        assert price is not None
+        level = self._levels[price if order.side is SELL else -price]
+        remaining = level.orders[order.order_id]
+        fill = min(cmd.quantity, remaining)
+        if fill == remaining:
             self._unlink(order)
-            order.remaining = 0
         else:
-            order.remaining -= fill
-            self._levels[order.key].size -= fill
+            level.orders[order.order_id] = remaining - fill
+            level.size -= fill
+        self._executions += 1
         self._trades += 1
         self._volume += fill
         self._seq += 1
-        return [TradeExecuted(self._seq, ts, order.price, fill,
-                              SELL if order.side is BUY else BUY, order.order_id, None,
-                              order.account, None, order.remaining, 0)]
+        events.append(TradeExecuted(self._seq, ts, price, fill, SELL if order.side is BUY else BUY,
+                                    order.order_id, None, order.account, None, remaining - fill, 0))
 
-    def _reduce(self, cmd: ReduceOrder) -> list[Event]:
+    def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
         ts = cmd.timestamp
         if order is None:
-            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts)
-        events: list[Event] = []
-        if cmd.quantity >= order.remaining:
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
+        self._amends += 1
+        price = order.price
+        assert price is not None
+        level = self._levels[price if order.side is SELL else -price]
+        remaining = level.orders[order.order_id]
+        if cmd.quantity >= remaining:
             self._cancel_resting(order, CANCELED, ts, events)
-            return events
-        order.remaining -= cmd.quantity
-        order.quantity -= cmd.quantity
-        self._levels[order.key].size -= cmd.quantity
+            return
+        level.orders[order.order_id] = remaining - cmd.quantity
+        level.size -= cmd.quantity
+        reduced = msgspec.structs.replace(order, quantity=order.quantity - cmd.quantity)
+        self._orders[order.order_id] = reduced
         self._seq += 1
         events.append(OrderAmended(self._seq, ts, order.order_id, order.account, order.side,
-                                   order.price, order.price, order.quantity, order.remaining,
+                                   price, price, reduced.quantity, remaining - cmd.quantity,
                                    True))
-        return events
 
     # -- queries -----------------------------------------------------------------------------
 
@@ -643,12 +648,20 @@ class Engine:
     def level_orders(self, side: Side, price: int) -> list[OrderView]:
         """L3: the orders at one price level, in queue (time priority) order."""
         level = self._levels.get(price if side is SELL else -price)
-        return [] if level is None else [_view(order) for order in level.orders.values()]
+        if level is None:
+            return []
+        return [_view(self._orders[order_id], remaining)
+                for order_id, remaining in level.orders.items()]
 
     def order(self, order_id: int) -> OrderView | None:
         """A copy of the live order with this id, or None if it is not resting."""
         order = self._orders.get(order_id)
-        return None if order is None else _view(order)
+        if order is None:
+            return None
+        price = order.price
+        assert price is not None
+        return _view(order, self._levels[price if order.side is SELL else -price]
+                     .orders[order_id])
 
     def open_order_count(self) -> int:
         """Number of orders resting in the book."""
@@ -656,8 +669,9 @@ class Engine:
 
     def counters(self) -> Counters:
         """Messages processed, orders accepted, rejections, trades and traded volume (lots)."""
-        return Counters(self._messages, self._accepted, self._rejected, self._trades,
-                        self._volume)
+        messages = (self._accepted + self._rejected + self._cancels + self._amends
+                    + self._executions)
+        return Counters(messages, self._accepted, self._rejected, self._trades, self._volume)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -673,9 +687,9 @@ class Engine:
 
     def _side_orders(self, book: BookSide) -> list[OrderView]:
         return [
-            _view(order)
+            _view(self._orders[order_id], remaining)
             for key in book.sorted_keys(self._levels)
-            for order in self._levels[key].orders.values()
+            for order_id, remaining in self._levels[key].orders.items()
         ]
 
     @classmethod
@@ -688,21 +702,23 @@ class Engine:
                     raise SnapshotError(f"order {view.order_id} is duplicated or on the wrong side")
                 if not 0 < view.remaining <= view.quantity or view.price <= 0:
                     raise SnapshotError(f"order {view.order_id} has an impossible size or price")
-                engine._rest(RestingOrder(view.order_id, view.account, view.side, view.price,
-                                          view.price * book.sign, view.quantity, view.remaining,
-                                          view.timestamp, view.post_only, view.stp), book)
+                order = SubmitOrder(view.order_id, view.account, view.side, view.quantity,
+                                    price=view.price, post_only=view.post_only, stp=view.stp,
+                                    timestamp=view.timestamp)
+                engine._rest(order, view.price * book.sign, view.remaining, book)
         if engine._asks.best <= -engine._bids.best:
             raise SnapshotError("snapshot book is crossed")
         counters = snapshot.counters
         engine._seq = snapshot.seq
-        engine._messages = counters.messages
         engine._accepted = counters.orders
         engine._rejected = counters.rejections
+        engine._cancels = counters.messages - counters.orders - counters.rejections
         engine._trades = counters.trades
         engine._volume = counters.volume
         return engine
 
 
-def _view(order: RestingOrder) -> OrderView:
+def _view(order: SubmitOrder, remaining: int) -> OrderView:
+    assert order.price is not None
     return OrderView(order.order_id, order.account, order.side, order.price, order.quantity,
-                     order.remaining, order.timestamp, order.post_only, order.stp)
+                     remaining, order.timestamp, order.post_only, order.stp)
