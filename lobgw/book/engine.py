@@ -22,7 +22,7 @@ Layout, chosen for CPython speed (every line on the hot path costs; see benchmar
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -182,8 +182,9 @@ class Engine:
         self._asks = BookSide(SELL)
         self._orders: dict[int, SubmitOrder] = {}
         self._seq = 0
-        # Each command bumps exactly one of these; `messages` is their sum.
-        self._accepted = 0
+        # Every command is one message and is either rejected, or a cancel, amend (reduces
+        # included) or execution, or else an accepted order: so submits need no counter.
+        self._messages = 0
         self._rejected = 0
         self._cancels = 0
         self._amends = 0
@@ -207,17 +208,22 @@ class Engine:
         except KeyError:
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
         events: list[Event] = []
+        self._messages += 1
         handler(command, events)
         return events
 
-    def apply_batch(self, commands: Iterable[AnyCommand]) -> list[Event]:
+    def apply_batch(self, commands: Sequence[AnyCommand]) -> list[Event]:
         """Apply commands in order and return all their events (the actors' batch path)."""
         handlers = self._handlers
         events: list[Event] = []
+        self._messages += len(commands)
         try:
             for command in commands:
                 handlers[command.__class__](command, events)
         except KeyError:
+            # Commands after the bad one were never applied: do not count them.
+            position = next(i for i, item in enumerate(commands) if item is command)
+            self._messages -= len(commands) - position
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
         return events
 
@@ -276,7 +282,6 @@ class Engine:
                 else:
                     level.orders[order_id] = quantity
                     level.size += quantity
-                self._accepted += 1
                 self._seq = seq = self._seq + 1
                 events.append(OrderAccepted(seq, cmd.timestamp, cmd))
                 return
@@ -291,7 +296,6 @@ class Engine:
         # Nothing to trade against and not allowed to rest.
         if cmd.time_in_force is FOK:
             return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp, events)
-        self._accepted += 1
         seq = self._seq
         self._seq = seq + 2
         events.append(OrderAccepted(seq + 1, cmd.timestamp, cmd))
@@ -323,7 +327,6 @@ class Engine:
                 self._seq += 1
                 events.append(OrderRejected(self._seq, ts, order_id, account, STP))
                 return
-        self._accepted += 1
         self._seq += 1
         events.append(OrderAccepted(self._seq, ts, cmd))
         remaining, stopped = self._sweep(
@@ -669,9 +672,9 @@ class Engine:
 
     def counters(self) -> Counters:
         """Messages processed, orders accepted, rejections, trades and traded volume (lots)."""
-        messages = (self._accepted + self._rejected + self._cancels + self._amends
-                    + self._executions)
-        return Counters(messages, self._accepted, self._rejected, self._trades, self._volume)
+        accepted = (self._messages - self._rejected - self._cancels - self._amends
+                    - self._executions)
+        return Counters(self._messages, accepted, self._rejected, self._trades, self._volume)
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -710,8 +713,9 @@ class Engine:
             raise SnapshotError("snapshot book is crossed")
         counters = snapshot.counters
         engine._seq = snapshot.seq
-        engine._accepted = counters.orders
+        engine._messages = counters.messages
         engine._rejected = counters.rejections
+        # Cancels, amends and executions are only ever reported as a sum.
         engine._cancels = counters.messages - counters.orders - counters.rejections
         engine._trades = counters.trades
         engine._volume = counters.volume
