@@ -1,0 +1,3 @@
+"""lobgw: a limit-order-book exchange gateway."""
+
+__version__ = "0.1.0"

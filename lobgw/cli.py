@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+
+import msgspec
 
 from lobgw.book.engine import Engine
 from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
@@ -36,6 +39,30 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def serve(args: argparse.Namespace) -> int:
+    """Run the gateway until SIGINT or SIGTERM."""
+    from lobgw.config import load_config
+    from lobgw.errors import ConfigError
+    from lobgw.gateway.logs import configure_logging
+    from lobgw.gateway.server import run
+    from lobgw.gateway.server import serve as serve_forever
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as error:
+        print(f"lobgw: bad configuration: {error}", file=sys.stderr)
+        return 2
+    if args.host is not None or args.port is not None:
+        server = msgspec.structs.replace(
+            config.server,
+            host=config.server.host if args.host is None else args.host,
+            port=config.server.port if args.port is None else args.port)
+        config = msgspec.structs.replace(config, server=server)
+    configure_logging(config.logging.format, config.logging.level)
+    run(serve_forever(config))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every lobgw command."""
     parser = argparse.ArgumentParser(
@@ -48,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
                              help="how many synthetic commands (default 200000)")
     demo_parser.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     demo_parser.set_defaults(handler=demo)
+
+    serve_parser = commands.add_parser(
+        "serve", help="run the gateway (REST + WebSocket) until SIGINT/SIGTERM",
+        description=serve.__doc__)
+    serve_parser.add_argument("--config", default=os.environ.get("LOBGW_CONFIG", "config.toml"),
+                              help="configuration file (default: $LOBGW_CONFIG or config.toml)")
+    serve_parser.add_argument("--host", help="listen address (overrides server.host)")
+    serve_parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve_parser.set_defaults(handler=serve)
     return parser
 
 

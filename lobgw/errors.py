@@ -7,9 +7,15 @@
     │   ├── InvalidTransitionError   an order event that cannot happen in the order's state
     │   └── SnapshotError            a snapshot that does not describe a valid book
     ├── InputError               client input refused at the edge: code, field, reason
+    ├── RefusedError             the runtime cannot take a request right now
+    │   ├── OverloadedError          a symbol's command queue is full (retry shortly)
+    │   ├── ShuttingDownError        the runtime is stopping and takes nothing new
+    │   └── UnknownSymbolError       no actor trades that symbol
+    ├── InternalError            an unexpected failure, reported to clients only by its id
     └── ConfigError              a bad config.toml or environment override, naming the key
 
-The gateway maps each class to one HTTP status / WebSocket close code in one function.
+The gateway maps each class to one HTTP status / WebSocket error code in one function
+(`lobgw.gateway.errors.describe`).
 """
 
 from __future__ import annotations
@@ -50,6 +56,34 @@ class InputError(LobgwError):
         self.code = code
         self.field = field
         self.reason = reason
+
+
+class RefusedError(LobgwError):
+    """The runtime refused a request without looking at it."""
+
+
+class OverloadedError(RefusedError):
+    """A symbol's command queue is full; the caller should retry after a short pause."""
+
+
+class ShuttingDownError(RefusedError):
+    """The runtime is shutting down and accepts no new work."""
+
+
+class UnknownSymbolError(RefusedError):
+    """No actor trades the requested symbol."""
+
+    def __init__(self, symbol: str) -> None:
+        super().__init__(f"unknown symbol {symbol!r}")
+        self.symbol = symbol
+
+
+class InternalError(LobgwError):
+    """An unexpected failure; clients see only `error_id`, the log has the details."""
+
+    def __init__(self, error_id: str) -> None:
+        super().__init__(f"internal error {error_id}")
+        self.error_id = error_id
 
 
 class ConfigError(LobgwError):

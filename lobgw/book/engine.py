@@ -212,16 +212,25 @@ class Engine:
         handler(command, events)
         return events
 
-    def apply_batch(self, commands: Sequence[AnyCommand]) -> list[Event]:
-        """Apply commands in order and return all their events (the actors' batch path)."""
+    def apply_batch(
+        self, commands: Sequence[AnyCommand], events: list[Event] | None = None
+    ) -> list[Event]:
+        """Apply commands in order; append their events to `events` (or a new list) and return it.
+
+        This is the actors' path. Passing the list in means that if a command raises (a bug),
+        the events of the commands before it are still in the caller's hands.
+        """
         handlers = self._handlers
-        events: list[Event] = []
+        if events is None:
+            events = []
         self._messages += len(commands)
         try:
             for command in commands:
                 handlers[command.__class__](command, events)
         except KeyError:
-            # Commands after the bad one were never applied: do not count them.
+            if command.__class__ in handlers:
+                raise  # a KeyError from inside a handler: a bug, not an unknown command
+            # Commands from the bad one on were never applied: do not count them.
             position = next(i for i, item in enumerate(commands) if item is command)
             self._messages -= len(commands) - position
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
@@ -665,6 +674,11 @@ class Engine:
         assert price is not None
         return _view(order, self._levels[price if order.side is SELL else -price]
                      .orders[order_id])
+
+    def owner(self, order_id: int) -> str | None:
+        """The account of a live order, or None if no such order rests."""
+        order = self._orders.get(order_id)
+        return None if order is None else order.account
 
     def open_order_count(self) -> int:
         """Number of orders resting in the book."""

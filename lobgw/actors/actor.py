@@ -1,0 +1,220 @@
+"""A symbol actor: one asyncio task that owns one Engine and one bounded command queue.
+
+Nothing else touches the engine, so nothing needs a lock. Callers put requests on the queue
+and get a future back; the task takes everything queued (up to `batch_size`), applies it,
+publishes the batch's events to listeners synchronously (listeners must not block), then
+answers each request. A full queue is refused at once with `OverloadedError`; an exception in
+one request is logged with its context and answered as `InternalError`, and the actor goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar
+
+from lobgw.book.commands import AnyCommand
+from lobgw.book.engine import Counters, Engine, OrderView
+from lobgw.book.events import Event
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side
+from lobgw.errors import InternalError, OverloadedError, ShuttingDownError
+
+T = TypeVar("T")
+
+log = logging.getLogger("lobgw.actor")
+
+
+class BookReader(Protocol):
+    """The read-only face of an engine that listeners and queries may use."""
+
+    spec: InstrumentSpec
+
+    @property
+    def seq(self) -> int: ...
+    def best_bid(self) -> tuple[int, int] | None: ...
+    def best_ask(self) -> tuple[int, int] | None: ...
+    def side_depth(self, side: Side, levels: int | None = None) -> list[tuple[int, int]]: ...
+    def depth(
+        self, levels: int | None = None
+    ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]: ...
+    def level_size(self, side: Side, price: int) -> int: ...
+    def level_orders(self, side: Side, price: int) -> list[OrderView]: ...
+    def order(self, order_id: int) -> OrderView | None: ...
+    def owner(self, order_id: int) -> str | None: ...
+    def open_order_count(self) -> int: ...
+    def counters(self) -> Counters: ...
+
+
+Listener = Callable[[str, list[Event], BookReader], None]
+"""Called inside the actor after each batch with the symbol, its events and the book."""
+
+LatencyObserver = Callable[[str, float], None]
+"""Told each request's seconds from enqueue to its events being published."""
+
+
+class _Request:
+    """One queue entry: commands to apply (or a query to run) and where the answer goes."""
+
+    __slots__ = ("commands", "enqueued", "future", "query")
+
+    def __init__(
+        self,
+        commands: Sequence[AnyCommand],
+        future: asyncio.Future[Any] | None,
+        query: Callable[[BookReader], Any] | None = None,
+    ) -> None:
+        self.commands = commands
+        self.future = future
+        self.query = query
+        self.enqueued = time.perf_counter()
+
+
+_STOP = _Request((), None)
+
+
+class SymbolActor:
+    """Owns one symbol's engine inside one task; see the module docstring."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        queue_size: int = 16_384,
+        batch_size: int = 512,
+        observe_latency: LatencyObserver | None = None,
+    ) -> None:
+        self.engine = engine
+        self.symbol = engine.spec.symbol
+        self.batch_size = batch_size
+        self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
+        self._listeners: list[Listener] = []
+        self._observe_latency = observe_latency
+        self._task: asyncio.Task[None] | None = None
+        self._accepting = True
+        self.batches = 0
+        self.failures = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the actor's task on the running loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"actor:{self.symbol}")
+
+    async def stop(self) -> None:
+        """Refuse new requests, let everything already queued finish, then end the task."""
+        self._accepting = False
+        if self._task is None:
+            return
+        if not self._task.done():
+            await self._queue.put(_STOP)
+        await self._task
+
+    @property
+    def running(self) -> bool:
+        """True while the task is alive and accepting requests."""
+        return self._accepting and self._task is not None and not self._task.done()
+
+    @property
+    def queue_depth(self) -> int:
+        """Requests waiting in the queue."""
+        return self._queue.qsize()
+
+    def add_listener(self, listener: Listener) -> None:
+        """Publish every batch's events to `listener` (in the order listeners were added)."""
+        self._listeners.append(listener)
+
+    # -- requests --------------------------------------------------------------------------
+
+    def submit(self, command: AnyCommand) -> asyncio.Future[list[Event]]:
+        """Queue one command; the future gets its events. Raise OverloadedError if full."""
+        return self._enqueue((command,), None)
+
+    def submit_many(self, commands: Sequence[AnyCommand]) -> asyncio.Future[list[Event]]:
+        """Queue commands to be applied together; the future gets all their events."""
+        return self._enqueue(commands, None)
+
+    def query(self, reader: Callable[[BookReader], T]) -> asyncio.Future[T]:
+        """Run `reader` on the book inside the actor, between batches' events and publishing."""
+        return self._enqueue((), reader)
+
+    async def send_many(self, commands: Sequence[AnyCommand]) -> list[Event]:
+        """Queue commands, waiting for room instead of refusing (in-process producers)."""
+        if not self._accepting:
+            raise ShuttingDownError(f"{self.symbol} is shutting down")
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Request(commands, future))
+        return await future
+
+    def _enqueue(
+        self, commands: Sequence[AnyCommand], query: Callable[[BookReader], Any] | None
+    ) -> asyncio.Future[Any]:
+        if not self._accepting:
+            raise ShuttingDownError(f"{self.symbol} is shutting down")
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Request(commands, future, query))
+        except asyncio.QueueFull:
+            raise OverloadedError(f"{self.symbol} command queue is full") from None
+        return future
+
+    # -- the task --------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            batch = [await queue.get()]
+            while len(batch) < self.batch_size and not queue.empty():
+                batch.append(queue.get_nowait())
+            stop = self._apply(batch)
+            if stop:
+                return
+
+    def _apply(self, batch: list[_Request]) -> bool:
+        """Apply one batch, publish it, answer it; return True if the stop sentinel was in it."""
+        engine = self.engine
+        events: list[Event] = []
+        answers: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
+        stop = False
+        for request in batch:
+            if request is _STOP:
+                stop = True
+                continue
+            start = len(events)
+            try:
+                if request.query is not None:
+                    answers.append((request.future, request.query(engine), None))
+                    continue
+                engine.apply_batch(request.commands, events)
+                answers.append((request.future, events[start:], None))
+            except Exception:  # one bad request must not stop the symbol
+                self.failures += 1
+                error_id = uuid.uuid4().hex[:12]
+                log.exception("actor %s failed on request (error id %s): %r",
+                              self.symbol, error_id, request.commands or request.query)
+                answers.append((request.future, None, InternalError(error_id)))
+        self.batches += 1
+        if events:
+            for listener in self._listeners:
+                try:
+                    listener(self.symbol, events, engine)
+                except Exception:
+                    log.exception("listener %r failed on a batch of %s", listener, self.symbol)
+        observe = self._observe_latency
+        now = time.perf_counter()
+        for request, (future, result, error) in zip(
+            (r for r in batch if r is not _STOP), answers, strict=True
+        ):
+            if observe is not None and request.query is None:
+                observe(self.symbol, now - request.enqueued)
+            if future is None or future.done():  # a caller that gave up stays given up
+                continue
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+        return stop

@@ -1,0 +1,195 @@
+"""Configuration: `config.toml` decoded and validated with msgspec, plus `LOBGW_` overrides.
+
+Any value can be overridden from the environment: `LOBGW_SERVER__PORT=9000` sets
+`server.port`; `__` separates table levels and a number indexes an array
+(`LOBGW_ACCOUNTS__0__API_KEY=...`). Overrides are strings, converted to the field's type.
+A bad file or override stops startup with a `ConfigError` naming the key and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.errors import ConfigError
+
+ENV_PREFIX = "LOBGW_"
+
+Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]
+Positive = Annotated[int, msgspec.Meta(gt=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Base of every config table: unknown keys are an error, not silently ignored."""
+
+
+class ServerConfig(Section, frozen=True):
+    """Where to listen and how big a request may be."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    max_request_bytes: Positive = 64 * 1024
+    max_ws_message_bytes: Positive = 64 * 1024
+    shutdown_timeout: PositiveFloat = 10.0
+    """Seconds to wait for queues to drain and connections to close on shutdown."""
+
+
+class AccountConfig(Section, frozen=True):
+    """An account and the API key that acts for it. Keys are secrets: never logged."""
+
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    api_key: Annotated[str, msgspec.Meta(min_length=16)]
+
+
+class RateLimitConfig(Section, frozen=True):
+    """Token buckets: `rate` requests per second sustained, `burst` at once."""
+
+    per_key_rate: PositiveFloat = 2_000.0
+    per_key_burst: Positive = 4_000
+    per_ip_rate: PositiveFloat = 5_000.0
+    per_ip_burst: Positive = 10_000
+    ws_violations_before_close: Positive = 50
+    """A WebSocket that keeps exceeding its limit is closed after this many refusals in a row."""
+
+
+class RuntimeConfig(Section, frozen=True):
+    """Queue sizes and batching of the symbol actors and the market-data fan-out."""
+
+    command_queue_size: Positive = 16_384
+    batch_size: Positive = 512
+    subscriber_queue_size: Positive = 4_096
+    """Messages buffered per WebSocket before it counts as a slow consumer and is closed."""
+    heartbeat_seconds: PositiveFloat = 5.0
+    """A subscribed channel with no messages for this long gets a heartbeat."""
+    recent_trades: Positive = 1_000
+    finished_orders_kept: Positive = 100_000
+    """How many finished orders stay available to order lookups."""
+
+
+class LoggingConfig(Section, frozen=True):
+    """Log format and level; one line per request with its timing."""
+
+    format: Literal["text", "json"] = "text"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+
+class CorsConfig(Section, frozen=True):
+    """Cross-origin access for browser clients; empty `allow_origins` disables CORS."""
+
+    allow_origins: list[str] = msgspec.field(default_factory=list)
+    allow_headers: list[str] = msgspec.field(
+        default_factory=lambda: ["Content-Type", "X-API-Key"])
+    max_age: int = 600
+
+
+class Config(Section, frozen=True):
+    """The whole configuration."""
+
+    symbols: list[InstrumentSpec]
+    accounts: list[AccountConfig] = msgspec.field(default_factory=list)
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    rate_limits: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
+
+    def __post_init__(self) -> None:
+        if not self.symbols:
+            raise ValueError("at least one symbol is required")
+        seen: set[str] = set()
+        for spec in self.symbols:
+            if spec.symbol in seen:
+                raise ValueError(f"symbol {spec.symbol!r} is configured twice")
+            seen.add(spec.symbol)
+        names: set[str] = set()
+        keys: set[str] = set()
+        for account in self.accounts:
+            if account.name in names:
+                raise ValueError(f"account {account.name!r} is configured twice")
+            if account.api_key in keys:
+                raise ValueError(f"account {account.name!r} reuses another account's api_key")
+            names.add(account.name)
+            keys.add(account.api_key)
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment, and validate; raise ConfigError naming the key."""
+    path = Path(path)
+    try:
+        data: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from None
+    overrides = apply_env_overrides(data, os.environ if environ is None else environ)
+    try:
+        return msgspec.convert(data, Config, strict=False)
+    except msgspec.ValidationError as error:
+        raise ConfigError(_describe(error, path, overrides)) from None
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Write every `LOBGW_A__B=value` into `data`; return {dotted key: variable name}."""
+    applied: dict[str, str] = {}
+    for variable, value in sorted(environ.items()):
+        if not variable.startswith(ENV_PREFIX) or variable == ENV_PREFIX + "CONFIG":
+            continue
+        parts = [part.lower() for part in variable[len(ENV_PREFIX):].split("__")]
+        if not all(parts):
+            raise ConfigError(f"{variable}: empty key segment")
+        node: Any = data
+        for depth, part in enumerate(parts[:-1]):
+            node = _child(node, part, variable, parts[depth + 1])
+        _assign(node, parts[-1], value, variable)
+        applied[".".join(parts)] = variable
+    return applied
+
+
+def _child(node: Any, part: str, variable: str, next_part: str) -> Any:
+    if isinstance(node, list):
+        index = _index(part, node, variable)
+        return node[index]
+    if not isinstance(node, dict):
+        raise ConfigError(f"{variable}: {part!r} is not a table")
+    if part not in node:
+        node[part] = [] if next_part.isdigit() else {}
+    return node[part]
+
+
+def _assign(node: Any, part: str, value: str, variable: str) -> None:
+    if isinstance(node, list):
+        node[_index(part, node, variable)] = value
+    elif isinstance(node, dict):
+        node[part] = _parse_list(value) if isinstance(node.get(part), list) else value
+    else:
+        raise ConfigError(f"{variable}: cannot set {part!r} inside a value")
+
+
+def _index(part: str, node: list[Any], variable: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ConfigError(f"{variable}: {part!r} is not an index of an existing array entry")
+    return int(part)
+
+
+def _parse_list(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _describe(error: msgspec.ValidationError, path: Path, overrides: dict[str, str]) -> str:
+    """Turn msgspec's `... - at `$.server.port`` into `server.port: ...` with its source."""
+    message = str(error)
+    reason, _, where = message.rpartition(" - at `")
+    if not where:
+        return f"{path}: {message}"
+    key = where.rstrip("`").removeprefix("$").lstrip(".")
+    key = key.replace("[", ".").replace("]", "")
+    source = f"environment variable {overrides[key]}" if key in overrides else str(path)
+    return f"{key}: {reason} (from {source})"

@@ -1,0 +1,329 @@
+"""Market-data fan-out: trades, quotes, L2 book and private executions to WebSocket subscribers.
+
+`MarketDataHub.on_batch` is an actor listener: it runs inside the actor's turn, so book reads
+are consistent, and it must never block. Each message is encoded once and offered to every
+subscriber's bounded outbound queue (`Subscriber.offer`); one writer task per connection
+drains it. A subscriber whose queue overflows is closed as a slow consumer and resyncs from
+a fresh snapshot. Book subscriptions are grouped by depth (10, 25, 100, 500, 1000): each group
+keeps the top levels it last published and sends only the differences, so a client's copy
+is exactly the top `depth` levels, verified by a Kraken-v2-style CRC32 of the top 10.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable
+
+import msgspec
+
+from lobgw.actors import BookReader
+from lobgw.book.events import Event, OrderRejected, TradeExecuted
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side
+from lobgw.gateway.wire import (
+    BookSnapshotMessage,
+    BookUpdateMessage,
+    ExecutionMessage,
+    HeartbeatMessage,
+    QuoteMessage,
+    TradeInfo,
+    TradeMessage,
+)
+
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
+CHECKSUM_LEVELS = 10
+
+_encode = msgspec.json.Encoder().encode
+
+
+class Subscriber:
+    """One connection's bounded outbound queue of encoded messages."""
+
+    __slots__ = ("capacity", "closed", "dropped", "last_sent", "name", "on_overflow", "queue",
+                 "wakeup")
+
+    def __init__(self, name: str, capacity: int,
+                 on_overflow: Callable[[Subscriber], None]) -> None:
+        self.name = name
+        self.capacity = capacity
+        self.queue: deque[bytes] = deque()
+        self.wakeup = asyncio.Event()
+        self.closed = False
+        self.dropped = 0
+        self.last_sent = time.monotonic()
+        self.on_overflow = on_overflow
+
+    def offer(self, data: bytes) -> None:
+        """Queue a message without waiting; a full queue closes the subscriber instead."""
+        if self.closed:
+            return
+        if len(self.queue) >= self.capacity:
+            self.closed = True
+            self.dropped += len(self.queue) + 1
+            self.queue.clear()
+            self.wakeup.set()
+            self.on_overflow(self)
+            return
+        self.queue.append(data)
+        self.wakeup.set()
+
+    async def drain(self) -> list[bytes]:
+        """Wait for messages and take all that are queued (empty once closed)."""
+        while not self.queue and not self.closed:
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        messages = list(self.queue)
+        self.queue.clear()
+        return messages
+
+
+def format_level(spec: InstrumentSpec, price: int, quantity: int) -> tuple[str, str]:
+    """A level as the [price, quantity] strings that go on the wire."""
+    return format(spec.ticks_to_price(price), "f"), format(spec.lots_to_quantity(quantity), "f")
+
+
+def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
+    """CRC32 of the top 10 asks (low to high) then bids (high to low), Kraken v2 style:
+    each price and quantity with '.' removed and leading zeros stripped, concatenated."""
+    parts: list[str] = []
+    for levels in (asks, bids):
+        for count, (price, quantity) in enumerate(levels):
+            if count == CHECKSUM_LEVELS:
+                break
+            parts.append(price.replace(".", "").lstrip("0"))
+            parts.append(quantity.replace(".", "").lstrip("0"))
+    return zlib.crc32("".join(parts).encode())
+
+
+class BookGroup:
+    """The subscribers of one symbol at one depth, and the levels last sent to them."""
+
+    __slots__ = ("asks", "bids", "last_seq", "subscribers")
+
+    def __init__(self, bids: dict[int, int], asks: dict[int, int], seq: int) -> None:
+        self.bids = bids
+        self.asks = asks
+        self.last_seq = seq
+        self.subscribers: set[Subscriber] = set()
+
+
+class SymbolFeed:
+    """Subscriptions and published state of one symbol."""
+
+    def __init__(self, spec: InstrumentSpec, recent_trades: int) -> None:
+        self.spec = spec
+        self.trades: set[Subscriber] = set()
+        self.quotes: set[Subscriber] = set()
+        self.books: dict[int, BookGroup] = {}
+        self.last_quote: tuple[int, int, int, int] | None = None
+        self.recent: deque[tuple[int, int, int, Side, int]] = deque(maxlen=recent_trades)
+
+
+class MarketDataHub:
+    """Routes every batch's events to the subscribers that asked for them."""
+
+    def __init__(self, specs: dict[str, InstrumentSpec], recent_trades: int = 1_000) -> None:
+        self.feeds = {symbol: SymbolFeed(spec, recent_trades) for symbol, spec in specs.items()}
+        self.executions: dict[str, set[Subscriber]] = {}
+        self.messages_published = 0
+
+    # -- subscriptions (called by connections; book subscriptions run inside the actor) ------
+
+    def subscribe_trades(self, subscriber: Subscriber, symbol: str) -> None:
+        """Send `symbol`'s trades to `subscriber` from now on."""
+        self.feeds[symbol].trades.add(subscriber)
+
+    def attach_quotes(self, subscriber: Subscriber, symbol: str, book: BookReader) -> None:
+        """Run inside the actor: send the current quote, then every change."""
+        feed = self.feeds[symbol]
+        feed.quotes.add(subscriber)
+        quote = _quote(book)
+        feed.last_quote = quote
+        subscriber.offer(_encode(self._quote_message(feed, book.seq, quote)))
+
+    def attach_book(self, subscriber: Subscriber, symbol: str, depth: int,
+                    book: BookReader) -> None:
+        """Run inside the actor: send a snapshot of `depth` levels, then the changes."""
+        feed = self.feeds[symbol]
+        group = feed.books.get(depth)
+        if group is None:
+            bids, asks = book.depth(depth)
+            group = BookGroup(dict(bids), dict(asks), book.seq)
+            feed.books[depth] = group
+        group.subscribers.add(subscriber)
+        bid_levels = [format_level(feed.spec, p, q) for p, q in _sorted(group.bids, True)]
+        ask_levels = [format_level(feed.spec, p, q) for p, q in _sorted(group.asks, False)]
+        subscriber.offer(_encode(BookSnapshotMessage(
+            symbol=symbol, seq=group.last_seq, depth=depth, bids=bid_levels, asks=ask_levels,
+            checksum=book_checksum(ask_levels, bid_levels))))
+
+    def subscribe_executions(self, subscriber: Subscriber, account: str) -> None:
+        """Send the account's execution reports to `subscriber`."""
+        self.executions.setdefault(account, set()).add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber, channel: str, symbol: str | None,
+                    account: str | None = None) -> bool:
+        """Stop one subscription; return whether there was one."""
+        if channel == "executions":
+            subscribers = self.executions.get(account or "", set())
+            found = subscriber in subscribers
+            subscribers.discard(subscriber)
+            return found
+        feed = self.feeds.get(symbol or "")
+        if feed is None:
+            return False
+        if channel == "trades":
+            found = subscriber in feed.trades
+            feed.trades.discard(subscriber)
+            return found
+        if channel == "quotes":
+            found = subscriber in feed.quotes
+            feed.quotes.discard(subscriber)
+            return found
+        found = False
+        for depth, group in list(feed.books.items()):
+            if subscriber in group.subscribers:
+                found = True
+                group.subscribers.discard(subscriber)
+                if not group.subscribers:
+                    del feed.books[depth]
+        return found
+
+    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+        """Drop every subscription of a closing connection."""
+        for feed in self.feeds.values():
+            feed.trades.discard(subscriber)
+            feed.quotes.discard(subscriber)
+            for depth, group in list(feed.books.items()):
+                group.subscribers.discard(subscriber)
+                if not group.subscribers:
+                    del feed.books[depth]
+        for subscribers in self.executions.values():
+            subscribers.discard(subscriber)
+
+    def wants_executions(self, account: str) -> bool:
+        """True if some connection listens to this account's executions."""
+        return bool(self.executions.get(account))
+
+    def subscribers(self) -> set[Subscriber]:
+        """Every subscriber with at least one subscription."""
+        found: set[Subscriber] = set()
+        for feed in self.feeds.values():
+            found |= feed.trades | feed.quotes
+            for group in feed.books.values():
+                found |= group.subscribers
+        for subscribers in self.executions.values():
+            found |= subscribers
+        return found
+
+    def recent_trades(self, symbol: str, limit: int) -> list[TradeInfo]:
+        """The last `limit` trades of `symbol`, oldest first."""
+        feed = self.feeds[symbol]
+        recent = list(feed.recent)[-limit:]
+        return [TradeInfo(seq=seq, price=format(feed.spec.ticks_to_price(price), "f"),
+                          quantity=format(feed.spec.lots_to_quantity(quantity), "f"),
+                          aggressor=aggressor, timestamp=ts)
+                for seq, price, quantity, aggressor, ts in recent]
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
+        """Actor listener: publish one batch of `symbol`'s events."""
+        feed = self.feeds[symbol]
+        changed = False
+        for event in events:
+            if event.__class__ is TradeExecuted:
+                trade: TradeExecuted = event
+                feed.recent.append((trade.seq, trade.price, trade.quantity, trade.aggressor,
+                                    trade.timestamp))
+                if feed.trades:
+                    price, quantity = format_level(feed.spec, trade.price, trade.quantity)
+                    self._send(feed.trades, _encode(TradeMessage(
+                        symbol=symbol, seq=trade.seq, price=price, quantity=quantity,
+                        aggressor=trade.aggressor, timestamp=trade.timestamp)))
+                changed = True
+            elif event.__class__ is not OrderRejected:
+                changed = True
+        if not changed:
+            return
+        if feed.quotes:
+            quote = _quote(book)
+            if quote != feed.last_quote:
+                feed.last_quote = quote
+                self._send(feed.quotes, _encode(self._quote_message(feed, book.seq, quote)))
+        for depth, group in feed.books.items():
+            self._publish_book(feed, symbol, depth, group, book)
+
+    def on_executions(self, symbol: str, reports: list[tuple[str, ExecutionMessage]]) -> None:
+        """Registry callback: deliver execution reports to their account's subscribers."""
+        for account, report in reports:
+            subscribers = self.executions.get(account)
+            if subscribers:
+                self._send(subscribers, _encode(report))
+
+    def heartbeat(self, idle_seconds: float) -> None:
+        """Send a heartbeat to every subscriber that has been quiet for `idle_seconds`."""
+        now = time.monotonic()
+        message = None
+        for subscriber in self.subscribers():
+            if now - subscriber.last_sent >= idle_seconds:
+                message = message or _encode(HeartbeatMessage(time=time.time_ns()))
+                subscriber.offer(message)
+                subscriber.last_sent = now
+
+    def _send(self, subscribers: Iterable[Subscriber], data: bytes) -> None:
+        for subscriber in list(subscribers):
+            subscriber.offer(data)
+            self.messages_published += 1
+
+    def _publish_book(self, feed: SymbolFeed, symbol: str, depth: int, group: BookGroup,
+                      book: BookReader) -> None:
+        bids, asks = book.depth(depth)
+        new_bids, new_asks = dict(bids), dict(asks)
+        bid_changes = _diff(group.bids, new_bids, True)
+        ask_changes = _diff(group.asks, new_asks, False)
+        if not bid_changes and not ask_changes:
+            return
+        spec = feed.spec
+        message = BookUpdateMessage(
+            symbol=symbol, seq=book.seq, prev_seq=group.last_seq,
+            bids=[format_level(spec, p, q) for p, q in bid_changes],
+            asks=[format_level(spec, p, q) for p, q in ask_changes],
+            checksum=book_checksum((format_level(spec, p, q) for p, q in asks),
+                                   (format_level(spec, p, q) for p, q in bids)))
+        group.bids, group.asks, group.last_seq = new_bids, new_asks, book.seq
+        self._send(group.subscribers, _encode(message))
+
+    @staticmethod
+    def _quote_message(feed: SymbolFeed, seq: int,
+                       quote: tuple[int, int, int, int]) -> QuoteMessage:
+        bid, bid_size, ask, ask_size = quote
+        spec = feed.spec
+        message = QuoteMessage(symbol=feed.spec.symbol, seq=seq)
+        if bid_size:
+            message.bid, message.bid_size = format_level(spec, bid, bid_size)
+        if ask_size:
+            message.ask, message.ask_size = format_level(spec, ask, ask_size)
+        return message
+
+
+def _quote(book: BookReader) -> tuple[int, int, int, int]:
+    bid = book.best_bid() or (0, 0)
+    ask = book.best_ask() or (0, 0)
+    return bid[0], bid[1], ask[0], ask[1]
+
+
+def _sorted(levels: dict[int, int], descending: bool) -> list[tuple[int, int]]:
+    return sorted(levels.items(), reverse=descending)
+
+
+def _diff(old: dict[int, int], new: dict[int, int], descending: bool) -> list[tuple[int, int]]:
+    """Levels whose size changed, appeared (new size) or left the window (size 0)."""
+    changes = [(price, size) for price, size in new.items() if old.get(price) != size]
+    changes.extend((price, 0) for price in old if price not in new)
+    changes.sort(reverse=descending)
+    return changes
+

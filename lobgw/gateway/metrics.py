@@ -1,0 +1,93 @@
+"""Prometheus metrics (aioprometheus). Hot paths add to plain counters; values that already
+exist elsewhere (engine counters, queue depths, connection counts) are read at scrape time."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.renderer import render
+
+from lobgw.actors import BookReader, Exchange
+from lobgw.book.events import Event, OrderRejected
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                   1.0)
+HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5)
+
+
+class Metrics:
+    """Every lobgw metric, in its own registry."""
+
+    def __init__(self) -> None:
+        self.registry = Registry()
+        r = self.registry
+        self.orders_received = Counter("lobgw_orders_received_total",
+                                       "New orders received by order entry", registry=r)
+        self.orders_accepted = Counter("lobgw_orders_accepted_total",
+                                       "New orders accepted by the engine", registry=r)
+        self.orders_rejected = Counter("lobgw_orders_rejected_total",
+                                       "Commands rejected by the engine, by reason", registry=r)
+        self.trades = Counter("lobgw_trades_total", "Trades executed", registry=r)
+        self.traded_quantity = Counter("lobgw_traded_quantity_lots_total",
+                                       "Quantity traded, in lots", registry=r)
+        self.queue_depth = Gauge("lobgw_actor_queue_depth", "Requests waiting in an actor queue",
+                                 registry=r)
+        self.command_latency = Histogram(
+            "lobgw_command_latency_seconds",
+            "Seconds from a request entering an actor queue to its events being published",
+            registry=r, buckets=LATENCY_BUCKETS)
+        self.http_duration = Histogram("lobgw_http_request_duration_seconds",
+                                       "HTTP request duration by route and status",
+                                       registry=r, buckets=HTTP_BUCKETS)
+        self.ws_connections = Gauge("lobgw_ws_connections", "Open WebSocket connections",
+                                    registry=r)
+        self.ws_messages_sent = Counter("lobgw_ws_messages_sent_total",
+                                        "WebSocket messages written", registry=r)
+        self.ws_messages_dropped = Counter("lobgw_ws_messages_dropped_total",
+                                           "Messages discarded for slow consumers", registry=r)
+        self.ws_slow_disconnects = Counter("lobgw_ws_slow_consumer_disconnects_total",
+                                           "Connections closed as slow consumers", registry=r)
+        self.rate_limited = Counter("lobgw_rate_limited_total", "Requests refused by rate limits",
+                                    registry=r)
+        self.received: dict[str, int] = {}
+        """New orders that reached order entry, per symbol (read at scrape)."""
+        self._latency_by_symbol: dict[str, dict[str, str]] = {}
+        self._collectors: list[Callable[[], None]] = []
+
+    def observe_latency(self, symbol: str, seconds: float) -> None:
+        """Actor hook: one request's enqueue-to-published latency."""
+        labels = self._latency_by_symbol.get(symbol)
+        if labels is None:
+            labels = self._latency_by_symbol[symbol] = {"symbol": symbol}
+        self.command_latency.observe(labels, seconds)
+
+    def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
+        """Actor listener: count rejections by reason."""
+        for event in events:
+            if event.__class__ is OrderRejected:
+                self.orders_rejected.inc({"symbol": symbol,
+                                          "reason": event.reason.value})
+
+    def watch_exchange(self, exchange: Exchange) -> None:
+        """Read engine counters and queue depths at every scrape."""
+        def collect() -> None:
+            for symbol, actor in exchange.actors.items():
+                labels = {"symbol": symbol}
+                counters = actor.engine.counters()
+                self.orders_received.set(labels, self.received.get(symbol, 0))
+                self.orders_accepted.set(labels, counters.orders)
+                self.trades.set(labels, counters.trades)
+                self.traded_quantity.set(labels, counters.volume)
+                self.queue_depth.set(labels, actor.queue_depth)
+        self._collectors.append(collect)
+
+    def add_collector(self, collect: Callable[[], None]) -> None:
+        """Run `collect` before every scrape."""
+        self._collectors.append(collect)
+
+    def render(self, accepts: Sequence[str]) -> tuple[bytes, dict[str, str]]:
+        """The exposition body and headers for a scrape."""
+        for collect in self._collectors:
+            collect()
+        return render(self.registry, list(accepts))

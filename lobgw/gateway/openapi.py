@@ -1,0 +1,73 @@
+"""The OpenAPI 3.1 document, generated from the route table and the msgspec wire types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from lobgw import __version__
+from lobgw.gateway.app import Route
+from lobgw.gateway.wire import ErrorResponse
+
+REF = "#/components/schemas/{name}"
+_DESCRIPTIONS = {
+    200: "OK", 201: "Created", 400: "Invalid request (code, field, reason)",
+    401: "Missing or unknown API key", 404: "Not found", 409: "Conflict",
+    422: "Rejected by the matching engine (the order is included)", 429: "Rate limited",
+    503: "Overloaded or shutting down (see Retry-After)",
+}
+
+
+def openapi_document(routes: list[Route]) -> dict[str, Any]:
+    """Build the document for `routes`."""
+    types: list[Any] = [ErrorResponse]
+    for route in routes:
+        types.extend(t for t in (route.body, route.response, route.query) if t is not None)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    by_type = dict(zip(types, schemas, strict=True))
+    paths: dict[str, dict[str, Any]] = {}
+    for route in routes:
+        operation: dict[str, Any] = {"summary": route.summary,
+                                     "operationId": route.handler.__name__.strip("_")}
+        if route.handler.__doc__:
+            operation["description"] = route.handler.__doc__.strip()
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "integer" if name == "order_id" else "string"}}
+                      for name in _path_parameters(route.path)]
+        if route.query is not None:
+            query_schema = components[route.query.__name__]
+            for name, schema in query_schema.get("properties", {}).items():
+                parameters.append({"name": name, "in": "query", "required": False,
+                                   "schema": schema})
+        if route.auth:
+            parameters.append({"name": "X-API-Key", "in": "header", "required": True,
+                               "schema": {"type": "string"}})
+        if parameters:
+            operation["parameters"] = parameters
+        if route.body is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": by_type[route.body]}}}
+        success = 201 if 201 in route.statuses else 200
+        responses: dict[str, Any] = {str(success): {"description": _DESCRIPTIONS[success]}}
+        if route.response is not None:
+            responses[str(success)]["content"] = {
+                "application/json": {"schema": by_type[route.response]}}
+        for status in route.statuses:
+            if status != success:
+                responses[str(status)] = {"description": _DESCRIPTIONS[status], "content": {
+                    "application/json": {"schema": by_type[ErrorResponse]}}}
+        operation["responses"] = responses
+        paths.setdefault(route.path, {})[route.method.lower()] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "lobgw", "version": __version__,
+                 "description": "Limit-order-book exchange gateway. WebSocket protocol: "
+                                "docs/api.md."},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+def _path_parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]

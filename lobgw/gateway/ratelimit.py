@@ -1,0 +1,59 @@
+"""Token-bucket rate limits per API key and per client IP."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+
+class TokenBucket:
+    """`rate` tokens per second up to `burst`; each request takes one."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> float:
+        """Take a token; return 0 if granted, else the seconds until one is available."""
+        tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return 0.0
+        self.tokens = tokens
+        return (1.0 - tokens) / self.rate
+
+
+class RateLimiter:
+    """A bucket per key, created on first use; idle full buckets are forgotten."""
+
+    def __init__(self, rate: float, burst: int,
+                 clock: Callable[[], float] = time.monotonic, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.clock = clock
+        self.max_keys = max_keys
+        self.buckets: dict[str, TokenBucket] = {}
+        self.refused = 0
+
+    def check(self, key: str) -> float:
+        """0 if the request may go ahead, else the seconds to wait before retrying."""
+        now = self.clock()
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            if len(self.buckets) >= self.max_keys:
+                self._forget_idle(now)
+            bucket = self.buckets[key] = TokenBucket(self.rate, self.burst, now)
+        wait = bucket.take(now)
+        if wait:
+            self.refused += 1
+        return wait
+
+    def _forget_idle(self, now: float) -> None:
+        refill = self.burst / self.rate
+        for key in [k for k, b in self.buckets.items() if now - b.stamp > refill]:
+            del self.buckets[key]

@@ -1,0 +1,49 @@
+"""Run the gateway: `lobgw serve`. uvloop when available; SIGINT/SIGTERM shut down cleanly
+(stop accepting, close WebSockets with 1001, drain the actors) and the process exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+
+from aiohttp import web
+
+from lobgw.config import Config
+from lobgw.gateway.app import create_app
+
+log = logging.getLogger("lobgw.server")
+
+
+async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then shut down in order."""
+    app = create_app(config)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                           shutdown_timeout=config.server.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    for address in runner.addresses:
+        log.info("listening on http://%s:%s", *address[:2])
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    log.info("shutting down")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """Run a coroutine on uvloop if it is installed, else on asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
+        asyncio.run(main)
+    else:
+        uvloop.run(main)

@@ -1,0 +1,356 @@
+"""Wire messages of the REST and WebSocket APIs, as msgspec Structs.
+
+Requests decode straight into these types, so their field rules (types, ranges, unknown
+fields) are checked by msgspec at the edge. Prices and quantities travel as decimal strings;
+market-data messages carry them pre-formatted so every subscriber gets the same bytes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Literal
+
+import msgspec
+
+from lobgw.book.lifecycle import OrderStatus
+from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
+
+OrderId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
+ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                            pattern=r"^[A-Za-z0-9_.:-]+$")]
+SymbolName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Depth = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+RequestId = str | int | None
+
+
+class Wire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
+    """Base of every wire struct: unknown fields are refused."""
+
+
+# -- order entry ---------------------------------------------------------------------------
+
+class PlaceOrder(Wire):
+    """A new order as a client sends it."""
+
+    symbol: SymbolName
+    side: Side
+    quantity: Decimal
+    price: Decimal | None = None
+    type: OrderType = OrderType.LIMIT
+    time_in_force: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
+    client_order_id: ClientOrderId | None = None
+
+
+class AmendBody(Wire):
+    """New total quantity and/or new price for a resting order."""
+
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+
+
+class Fill(Wire):
+    """One trade of an order, from that order's point of view."""
+
+    trade_seq: int
+    price: str
+    quantity: str
+    liquidity: Literal["MAKER", "TAKER"]
+    timestamp: int
+
+
+class OrderInfo(Wire):
+    """An order's current state."""
+
+    order_id: int
+    client_order_id: str | None
+    symbol: str
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    price: str | None
+    quantity: str
+    filled_quantity: str
+    remaining_quantity: str
+    average_price: str | None
+    status: OrderStatus
+    post_only: bool
+    stp: SelfTradePrevention
+    created_at: int
+    updated_at: int
+    reason: str | None = None
+    """Why the order was rejected, cancelled or expired."""
+
+
+class OrderAck(Wire):
+    """The answer to place / cancel / amend: the order after the command, and its new fills."""
+
+    order: OrderInfo
+    fills: list[Fill] = msgspec.field(default_factory=list)
+
+
+class CancelAllResult(Wire):
+    """How many open orders a cancel-all cancelled."""
+
+    canceled: int
+    order_ids: list[int]
+
+
+# -- market data ---------------------------------------------------------------------------
+
+class SymbolInfo(Wire):
+    """A tradable symbol and its rules."""
+
+    symbol: str
+    tick_size: str
+    lot_size: str
+    min_quantity: str
+    max_quantity: str | None
+    price_band_low: str | None
+    price_band_high: str | None
+
+
+class DepthResponse(Wire):
+    """L2 book: [price, quantity] pairs from the best level outwards."""
+
+    symbol: str
+    seq: int
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+
+
+class TradeInfo(Wire):
+    """A public trade."""
+
+    seq: int
+    price: str
+    quantity: str
+    aggressor: Side
+    timestamp: int
+
+
+class TradesResponse(Wire):
+    """Recent trades, newest last."""
+
+    symbol: str
+    trades: list[TradeInfo]
+
+
+class StatsResponse(Wire):
+    """Per-symbol counters and live state."""
+
+    symbol: str
+    seq: int
+    messages: int
+    orders_accepted: int
+    rejections: int
+    trades: int
+    volume: str
+    open_orders: int
+    queue_depth: int
+    best_bid: tuple[str, str] | None
+    best_ask: tuple[str, str] | None
+
+
+class HealthResponse(Wire):
+    """Liveness or readiness."""
+
+    status: Literal["ok", "unavailable"]
+    symbols: int = 0
+    detail: str | None = None
+
+
+class ErrorBody(Wire):
+    """A refusal: a stable machine-readable code, the field at fault, a readable reason."""
+
+    code: str
+    reason: str
+    field: str | None = None
+    error_id: str | None = None
+
+
+class ErrorResponse(Wire):
+    """The body of every non-2xx REST response."""
+
+    error: ErrorBody
+    order: OrderInfo | None = None
+
+
+# -- WebSocket requests (client -> server), tagged by "op" ----------------------------------
+
+class WsRequest(Wire, tag_field="op", kw_only=True):
+    """Base of WebSocket requests; `id` is echoed in the reply."""
+
+    id: RequestId = None
+
+
+class AuthOp(WsRequest, tag="auth"):
+    """Authenticate the connection with an API key."""
+
+    api_key: Annotated[str, msgspec.Meta(max_length=256)]
+    cancel_on_disconnect: bool = False
+
+
+class PlaceOp(WsRequest, tag="place"):
+    """Place an order; `order` has the same fields as the REST body."""
+
+    order: PlaceOrder
+
+
+class CancelOp(WsRequest, tag="cancel"):
+    """Cancel by `order_id` or by `client_order_id`."""
+
+    order_id: OrderId | None = None
+    client_order_id: ClientOrderId | None = None
+
+
+class AmendOp(WsRequest, tag="amend"):
+    """Amend by `order_id` or `client_order_id`: new total quantity and/or price."""
+
+    order_id: OrderId | None = None
+    client_order_id: ClientOrderId | None = None
+    quantity: Decimal | None = None
+    price: Decimal | None = None
+
+
+class CancelAllOp(WsRequest, tag="cancel_all"):
+    """Cancel every open order of the account (of one symbol, if given)."""
+
+    symbol: SymbolName | None = None
+
+
+Channel = Literal["trades", "quotes", "book", "executions"]
+
+
+class SubscribeOp(WsRequest, tag="subscribe"):
+    """Subscribe to a channel; `book` takes a depth, `executions` needs no symbol."""
+
+    channel: Channel
+    symbol: SymbolName | None = None
+    depth: Depth = 10
+
+
+class UnsubscribeOp(WsRequest, tag="unsubscribe"):
+    """Stop a subscription."""
+
+    channel: Channel
+    symbol: SymbolName | None = None
+
+
+class PingOp(WsRequest, tag="ping"):
+    """Application-level ping; answered with a pong."""
+
+
+AnyWsRequest = (AuthOp | PlaceOp | CancelOp | AmendOp | CancelAllOp | SubscribeOp
+                | UnsubscribeOp | PingOp)
+
+
+# -- WebSocket replies and pushes (server -> client), tagged by "type" ---------------------
+
+class WsMessage(msgspec.Struct, tag_field="type", omit_defaults=True):
+    """Base of every server-to-client WebSocket message."""
+
+
+class AckMessage(WsMessage, tag="ack"):
+    """A request succeeded; `result` depends on the op."""
+
+    id: RequestId
+    op: str
+    result: OrderAck | CancelAllResult | None = None
+
+
+class ErrorMessage(WsMessage, tag="error"):
+    """A request was refused (or the server reports a problem with the connection)."""
+
+    id: RequestId
+    error: ErrorBody
+    order: OrderInfo | None = None
+
+
+class PongMessage(WsMessage, tag="pong"):
+    """Answer to ping."""
+
+    id: RequestId
+    time: int
+
+
+class SubscribedMessage(WsMessage, tag="subscribed"):
+    """Confirms a subscription (book snapshots follow as their own message)."""
+
+    id: RequestId
+    channel: str
+    symbol: str | None = None
+
+
+class UnsubscribedMessage(WsMessage, tag="unsubscribed"):
+    """Confirms an unsubscription."""
+
+    id: RequestId
+    channel: str
+    symbol: str | None = None
+
+
+class HeartbeatMessage(WsMessage, tag="heartbeat"):
+    """Sent on a connection whose subscriptions were idle for a while."""
+
+    time: int
+
+
+class TradeMessage(WsMessage, tag="trade"):
+    """One public trade (channel `trades`)."""
+
+    symbol: str
+    seq: int
+    price: str
+    quantity: str
+    aggressor: Side
+    timestamp: int
+
+
+class QuoteMessage(WsMessage, tag="quote"):
+    """Best bid and ask after a change (channel `quotes`); null when a side is empty."""
+
+    symbol: str
+    seq: int
+    bid: str | None = None
+    bid_size: str | None = None
+    ask: str | None = None
+    ask_size: str | None = None
+
+
+class BookSnapshotMessage(WsMessage, tag="book_snapshot"):
+    """The top `depth` levels; updates chain on from `seq`."""
+
+    symbol: str
+    seq: int
+    depth: int
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    checksum: int
+
+
+class BookUpdateMessage(WsMessage, tag="book_update"):
+    """Changed levels with their new absolute quantity ("0" removes the level).
+
+    `prev_seq` is the `seq` of the previous snapshot or update of this subscription's depth;
+    a client that sees a different value missed something and should resubscribe.
+    `checksum` is CRC32 of the top 10 levels after the update, computed as Kraken's v2 book.
+    """
+
+    symbol: str
+    seq: int
+    prev_seq: int
+    bids: list[tuple[str, str]]
+    asks: list[tuple[str, str]]
+    checksum: int
+
+
+class ExecutionMessage(WsMessage, tag="execution"):
+    """A private execution report for the authenticated account (channel `executions`)."""
+
+    symbol: str
+    seq: int
+    event: Literal["accepted", "rejected", "fill", "canceled", "amended", "expired"]
+    order: OrderInfo
+    fill: Fill | None = None
