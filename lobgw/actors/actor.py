@@ -95,6 +95,8 @@ class SymbolActor:
         self._observe_latency = observe_latency
         self._task: asyncio.Task[None] | None = None
         self._accepting = True
+        self._resumed = asyncio.Event()
+        self._resumed.set()
         self.batches = 0
         self.failures = 0
 
@@ -108,6 +110,7 @@ class SymbolActor:
     async def stop(self) -> None:
         """Refuse new requests, let everything already queued finish, then end the task."""
         self._accepting = False
+        self._resumed.set()
         if self._task is None:
             return
         if not self._task.done():
@@ -123,6 +126,19 @@ class SymbolActor:
     def queue_depth(self) -> int:
         """Requests waiting in the queue."""
         return self._queue.qsize()
+
+    def pause(self) -> None:
+        """Halt the symbol: requests still queue (until the queue is full) but wait."""
+        self._resumed.clear()
+
+    def resume(self) -> None:
+        """End a halt; queued requests are applied in order."""
+        self._resumed.set()
+
+    @property
+    def paused(self) -> bool:
+        """True while halted."""
+        return not self._resumed.is_set()
 
     def add_listener(self, listener: Listener) -> None:
         """Publish every batch's events to `listener` (in the order listeners were added)."""
@@ -167,6 +183,7 @@ class SymbolActor:
     async def _run(self) -> None:
         queue = self._queue
         while True:
+            await self._resumed.wait()
             batch = [await queue.get()]
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())

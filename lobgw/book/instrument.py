@@ -101,6 +101,8 @@ UNBOUNDED = 1 << 62
 def _to_units(value: Decimal, unit: Decimal, field: str, invalid: Reason, off_grid: Reason) -> int:
     if not value.is_finite() or value <= 0:
         raise InputError(invalid.value, field, "must be a finite number greater than zero")
+    if value.adjusted() - unit.adjusted() > 18:  # more units than an int64 holds
+        raise InputError(invalid.value, field, f"{value} is too large")
     units, remainder = divmod(value, unit)
     if remainder:
         raise InputError(off_grid.value, field, f"{value} is not a multiple of {unit}")

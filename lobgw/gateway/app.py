@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
@@ -21,7 +21,21 @@ from aiohttp import web
 
 from lobgw.actors import Exchange
 from lobgw.config import Config
+from lobgw.errors import UnknownSymbolError
 from lobgw.gateway.errors import ApiError, ErrorCode, describe
+from lobgw.gateway.keys import (
+    ACCOUNTS,
+    CONFIG,
+    EXCHANGE,
+    HUB,
+    IP_LIMITER,
+    KEY_LIMITER,
+    METRICS,
+    REGISTRY,
+    SERVICE,
+    STATE,
+    GatewayState,
+)
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
 from lobgw.gateway.orders import OrderRegistry, OrderService, RejectedError, format_decimal
@@ -39,32 +53,13 @@ from lobgw.gateway.wire import (
     SymbolInfo,
     TradesResponse,
 )
+from lobgw.gateway.ws import websocket_handler
 
 log = logging.getLogger("lobgw.gateway")
 access_log = logging.getLogger("lobgw.access")
 
 _encode = msgspec.json.Encoder().encode
 
-
-@dataclass
-class GatewayState:
-    """Mutable gateway-wide state."""
-
-    ready: bool = False
-    connections: set[Any] = field(default_factory=set)
-    """Open WebSocket connections (lobgw.gateway.ws.Connection), closed on shutdown."""
-
-
-CONFIG = web.AppKey("config", Config)
-EXCHANGE = web.AppKey("exchange", Exchange)
-REGISTRY = web.AppKey("registry", OrderRegistry)
-SERVICE = web.AppKey("service", OrderService)
-HUB = web.AppKey("hub", MarketDataHub)
-METRICS = web.AppKey("metrics", Metrics)
-ACCOUNTS = web.AppKey("accounts", dict[str, str])
-KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
-IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
-STATE = web.AppKey("state", GatewayState)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -136,10 +131,18 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes a JSON error with a stable code; never a traceback."""
+_UNLIMITED_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
+async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Apply the per-IP limit and run the handler; every failure becomes a JSON error with a
+    stable code, never a traceback."""
     try:
+        if request.path not in _UNLIMITED_PATHS:
+            wait = request.app[IP_LIMITER].check(request.remote or "?")
+            if wait:
+                raise ApiError(ErrorCode.RATE_LIMITED, "too many requests from this address",
+                               retry_after=wait)
         return await handler(request)
     except web.HTTPException as http:
         if http.status < 400:
@@ -166,16 +169,11 @@ def _error_response(api: ApiError, status: int) -> web.Response:
 
 @web.middleware
 async def access_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Per-client-IP rate limit, then one log line and one latency sample per request."""
+    """Run the request guarded, then write one log line and one latency sample."""
     start = time.perf_counter()
     status = 500
     try:
-        if request.path not in ("/health", "/ready", "/metrics"):
-            wait = request.app[IP_LIMITER].check(request.remote or "?")
-            if wait:
-                raise ApiError(ErrorCode.RATE_LIMITED, "too many requests from this address",
-                               retry_after=wait)
-        response = await error_middleware(request, handler)
+        response = await guarded(request, handler)
         status = response.status
         return response
     finally:
@@ -282,7 +280,7 @@ def _actor(request: web.Request) -> Any:
     symbol = request.match_info["symbol"]
     try:
         return request.app[EXCHANGE].actor(symbol)
-    except LookupError:
+    except UnknownSymbolError:
         raise ApiError(ErrorCode.NOT_FOUND, f"unknown symbol {symbol!r}", "symbol") from None
 
 
@@ -402,12 +400,6 @@ async def openapi_handler(request: web.Request) -> web.Response:
     return json_response(openapi_document(ROUTES))
 
 
-def _websocket(request: web.Request) -> Awaitable[web.StreamResponse]:
-    from lobgw.gateway.ws import websocket_handler
-
-    return websocket_handler(request)
-
-
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "Liveness", response=HealthResponse),
     Route("GET", "/ready", ready, "Readiness", response=HealthResponse, statuses=(503,)),
@@ -440,7 +432,8 @@ ROUTES: list[Route] = [
     Route("PATCH", "/api/v1/orders/by-client-id/{client_order_id}", amend_by_client_id,
           "Amend an order by client order id", body=AmendBody, response=OrderAck, auth=True,
           statuses=(400, 401, 404, 422, 429, 503)),
-    Route("GET", "/ws", _websocket, "WebSocket: order entry and market data (see docs/api.md)"),
+    Route("GET", "/ws", websocket_handler,
+          "WebSocket: order entry and market data (see docs/api.md)"),
 ]
 
 

@@ -62,10 +62,10 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4008
 
 
-# Engine reasons that mean "you asked about an order that is not there" map to 404.
-_REASON_STATUS = {
-    Reason.ORDER_NOT_FOUND: 404,
-    Reason.DUPLICATE_ORDER_ID: 409,
+# An engine rejection is 422 (the request was valid, the market said no), except these.
+REJECTION_STATUS = {
+    Reason.ORDER_NOT_FOUND.value: 404,
+    Reason.DUPLICATE_ORDER_ID.value: 409,
 }
 
 _STATUS = {
@@ -96,17 +96,8 @@ class ApiError(Exception):
         self.field = field
         self.retry_after = retry_after
         self.error_id = error_id
-
-    @property
-    def status(self) -> int:
-        """The HTTP status for this code (400 unless the code says otherwise)."""
-        try:
-            return _STATUS.get(ErrorCode(self.code), 400)
-        except ValueError:
-            try:
-                return _REASON_STATUS.get(Reason(self.code), 422)
-            except ValueError:
-                return 400
+        self.status = _STATUS.get(code, 400) if isinstance(code, ErrorCode) else 400
+        """The HTTP status: 400 for bad input unless the code says otherwise."""
 
     def body(self) -> ErrorBody:
         """The wire form, with the error id when there is one."""

@@ -29,7 +29,7 @@ from lobgw.book.events import (
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.lifecycle import Happening, OrderStatus, transition
 from lobgw.book.types import OrderType, Reason, TimeInForce
-from lobgw.gateway.errors import ApiError, ErrorCode
+from lobgw.gateway.errors import REJECTION_STATUS, ApiError, ErrorCode
 from lobgw.gateway.wire import (
     AmendBody,
     CancelAllResult,
@@ -422,6 +422,7 @@ class RejectedError(ApiError):
     def __init__(self, code: str, ack: OrderAck, reason: str | None = None) -> None:
         super().__init__(code, reason or _REJECTION_TEXT.get(code, code.replace("_", " ").lower()))
         self.ack = ack
+        self.status = REJECTION_STATUS.get(code, 422)
 
 
 _REJECTION_TEXT = {

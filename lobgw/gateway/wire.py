@@ -161,16 +161,17 @@ class HealthResponse(Wire):
     detail: str | None = None
 
 
-class ErrorBody(Wire):
-    """A refusal: a stable machine-readable code, the field at fault, a readable reason."""
+class ErrorBody(Wire, omit_defaults=True):
+    """A refusal: a stable machine-readable code, the field at fault (or null), a reason."""
 
     code: str
     reason: str
-    field: str | None = None
+    field: str | None
     error_id: str | None = None
+    """Only on internal errors: the id under which the details were logged."""
 
 
-class ErrorResponse(Wire):
+class ErrorResponse(Wire, omit_defaults=True):
     """The body of every non-2xx REST response."""
 
     error: ErrorBody

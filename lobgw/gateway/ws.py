@@ -19,7 +19,8 @@ from aiohttp import WSMsgType, web
 
 from lobgw.book.commands import CancelOrder
 from lobgw.book.events import Event
-from lobgw.gateway.app import (
+from lobgw.gateway.errors import ApiError, CloseCode, ErrorCode, describe
+from lobgw.gateway.keys import (
     ACCOUNTS,
     CONFIG,
     EXCHANGE,
@@ -31,7 +32,6 @@ from lobgw.gateway.app import (
     SERVICE,
     STATE,
 )
-from lobgw.gateway.errors import ApiError, CloseCode, ErrorCode, describe
 from lobgw.gateway.marketdata import BOOK_DEPTHS, Subscriber
 from lobgw.gateway.orders import RejectedError, TrackedOrder
 from lobgw.gateway.wire import (

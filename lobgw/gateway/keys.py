@@ -1,0 +1,36 @@
+"""Typed keys of the gateway application's state (`web.AppKey`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from lobgw.actors import Exchange
+from lobgw.config import Config
+from lobgw.gateway.marketdata import MarketDataHub
+from lobgw.gateway.metrics import Metrics
+from lobgw.gateway.orders import OrderRegistry, OrderService
+from lobgw.gateway.ratelimit import RateLimiter
+
+
+@dataclass
+class GatewayState:
+    """Mutable gateway-wide state."""
+
+    ready: bool = False
+    connections: set[Any] = field(default_factory=set)
+    """Open WebSocket connections (lobgw.gateway.ws.Connection), closed on shutdown."""
+
+
+CONFIG = web.AppKey("config", Config)
+EXCHANGE = web.AppKey("exchange", Exchange)
+REGISTRY = web.AppKey("registry", OrderRegistry)
+SERVICE = web.AppKey("service", OrderService)
+HUB = web.AppKey("hub", MarketDataHub)
+METRICS = web.AppKey("metrics", Metrics)
+ACCOUNTS = web.AppKey("accounts", dict[str, str])
+KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
+IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
+STATE = web.AppKey("state", GatewayState)

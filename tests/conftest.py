@@ -1,0 +1,112 @@
+"""Shared fixtures: a real gateway on a free local port, and helpers to talk to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import msgspec
+import pytest
+from aiohttp import web
+
+from lobgw.config import Config
+from lobgw.gateway.app import create_app
+
+ALICE_KEY = "test-alice-key-000000000000000001"
+BOB_KEY = "test-bob-key-0000000000000000000002"
+
+
+def make_config(**overrides: Any) -> Config:
+    """A test config: two symbols, two accounts, generous limits unless overridden."""
+    data: dict[str, Any] = {
+        "symbols": [
+            {"symbol": "BTC-USD", "tick_size": "0.5", "lot_size": "0.01",
+             "max_quantity": "1000"},
+            {"symbol": "ETH-USD", "tick_size": "0.01", "lot_size": "0.1",
+             "price_band_low": "1", "price_band_high": "10000"},
+        ],
+        "accounts": [{"name": "alice", "api_key": ALICE_KEY},
+                     {"name": "bob", "api_key": BOB_KEY}],
+        "server": {"host": "127.0.0.1", "port": 0},
+        "rate_limits": {"per_key_rate": 100000, "per_key_burst": 100000,
+                        "per_ip_rate": 100000, "per_ip_burst": 100000},
+        "runtime": {"heartbeat_seconds": 30},
+        "logging": {"access_log": False},
+    }
+    for section, values in overrides.items():
+        if isinstance(values, dict):
+            data.setdefault(section, {}).update(values)
+        else:
+            data[section] = values
+    return msgspec.convert(data, Config)
+
+
+@dataclass
+class Gateway:
+    """A running gateway and clients for it."""
+
+    app: web.Application
+    url: str
+    session: aiohttp.ClientSession
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http", "ws", 1) + "/ws"
+
+    async def call(self, method: str, path: str, key: str | None = None,
+                   json: Any = None, **kwargs: Any) -> tuple[int, Any, Any]:
+        """Make a request; return (status, decoded JSON body, headers)."""
+        headers = {"X-API-Key": key} if key else {}
+        headers.update(kwargs.pop("headers", {}))
+        async with self.session.request(method, self.url + path, headers=headers,
+                                        json=json, **kwargs) as response:
+            text = await response.read()
+            body = msgspec.json.decode(text) if text and response.content_type == \
+                "application/json" else text.decode()
+            return response.status, body, response.headers
+
+
+async def start_gateway(config: Config) -> tuple[web.AppRunner, str]:
+    """Start a gateway for `config` on a free port; return its runner and base URL."""
+    app = create_app(config)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
+
+
+@pytest.fixture
+def gateway_factory() -> Callable[..., Any]:
+    """Build gateways with config overrides; all are shut down after the test."""
+    started: list[tuple[web.AppRunner, aiohttp.ClientSession]] = []
+
+    async def factory(**overrides: Any) -> Gateway:
+        runner, url = await start_gateway(make_config(**overrides))
+        session = aiohttp.ClientSession()
+        started.append((runner, session))
+        return Gateway(runner.app, url, session)
+
+    factory.started = started  # type: ignore[attr-defined]
+    return factory
+
+
+@pytest.fixture
+async def gateway(gateway_factory: Callable[..., Any]) -> AsyncIterator[Gateway]:
+    gw: Gateway = await gateway_factory()
+    yield gw
+    for runner, session in gateway_factory.started:  # type: ignore[attr-defined]
+        await session.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def gateways(gateway_factory: Callable[..., Any]) -> AsyncIterator[Callable[..., Any]]:
+    """Like `gateway`, for tests that need their own config."""
+    yield gateway_factory
+    for runner, session in gateway_factory.started:  # type: ignore[attr-defined]
+        await session.close()
+        await runner.cleanup()
