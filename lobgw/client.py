@@ -29,6 +29,7 @@ from lobgw.gateway.wire import CancelAllResult, ErrorBody, OrderAck
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+_REPLIES = frozenset({"ack", "error", "pong", "subscribed", "unsubscribed"})
 
 
 class ClientError(Exception):
@@ -261,7 +262,7 @@ class LobgwClient:
             async for raw in self.connection:
                 message = _decode(raw)
                 kind = message.get("type")
-                if kind in ("ack", "error", "pong") and message.get("id") in self._pending:
+                if kind in _REPLIES and message.get("id") in self._pending:
                     future = self._pending.pop(message["id"])
                     if future.done():
                         continue

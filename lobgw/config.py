@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.errors import ConfigError
@@ -148,7 +149,7 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
         node: Any = data
         for depth, part in enumerate(parts[:-1]):
             node = _child(node, part, variable, parts[depth + 1])
-        _assign(node, parts[-1], value, variable)
+        _assign(node, parts[-1], _parse_list(value) if _is_list(parts) else value, variable)
         applied[".".join(parts)] = variable
     return applied
 
@@ -164,11 +165,11 @@ def _child(node: Any, part: str, variable: str, next_part: str) -> Any:
     return node[part]
 
 
-def _assign(node: Any, part: str, value: str, variable: str) -> None:
+def _assign(node: Any, part: str, value: str | list[str], variable: str) -> None:
     if isinstance(node, list):
         node[_index(part, node, variable)] = value
     elif isinstance(node, dict):
-        node[part] = _parse_list(value) if isinstance(node.get(part), list) else value
+        node[part] = value
     else:
         raise ConfigError(f"{variable}: cannot set {part!r} inside a value")
 
@@ -181,6 +182,22 @@ def _index(part: str, node: list[Any], variable: str) -> int:
 
 def _parse_list(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _is_list(parts: list[str]) -> bool:
+    """Whether the config field at `parts` is an array (its override is comma-separated)."""
+    info: Any = msgspec.inspect.type_info(Config)
+    for part in parts:
+        if isinstance(info, msgspec.inspect.ListType):
+            info = info.item_type
+            continue
+        if not isinstance(info, msgspec.inspect.StructType):
+            return False
+        fields = {field.name: field.type for field in info.fields}
+        if part not in fields:
+            return False
+        info = fields[part]
+    return isinstance(info, msgspec.inspect.ListType)
 
 
 def _describe(error: msgspec.ValidationError, path: Path, overrides: dict[str, str]) -> str:

@@ -71,7 +71,7 @@ class Subscriber:
         self.wakeup.set()
 
     async def drain(self) -> list[bytes]:
-        """Wait for messages and take all that are queued (empty once closed)."""
+        """Wait for messages and take all that are queued (what is left once closed)."""
         while not self.queue and not self.closed:
             self.wakeup.clear()
             await self.wakeup.wait()

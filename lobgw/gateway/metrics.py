@@ -50,6 +50,9 @@ class Metrics:
                                            "Connections closed as slow consumers", registry=r)
         self.rate_limited = Counter("lobgw_rate_limited_total", "Requests refused by rate limits",
                                     registry=r)
+        for counter in (self.ws_messages_sent, self.ws_messages_dropped,
+                        self.ws_slow_disconnects, self.rate_limited):
+            counter.set({}, 0)  # exported from the start, so a rate() has a baseline
         self.received: dict[str, int] = {}
         """New orders that reached order entry, per symbol (read at scrape)."""
         self._latency_by_symbol: dict[str, dict[str, str]] = {}

@@ -304,6 +304,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         async for message in ws:
             if message.type is WSMsgType.TEXT:
                 if not connection.handle(message.data):
+                    # Let the writer deliver what is queued (the last refusal) first.
+                    connection.subscriber.closed = True
+                    connection.subscriber.wakeup.set()
+                    await writer
                     await ws.close(code=CloseCode.POLICY_VIOLATION,
                                    message=b"rate limit exceeded repeatedly")
                     break
@@ -316,7 +320,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
         app[HUB].unsubscribe_all(connection.subscriber)
         if connection.cancel_on_disconnect and connection.account is not None:
             connection.cancel_orders_placed_here()
-        if connection.slow:
+        if connection.slow or writer.done():
             await writer
         else:
             connection.subscriber.closed = True

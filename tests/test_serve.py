@@ -1,0 +1,159 @@
+"""`lobgw serve` as a real subprocess: startup, config errors, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from lobgw.client import LobgwClient
+from lobgw.config import load_config
+from lobgw.errors import ConfigError
+from tests.conftest import ALICE_KEY, BOB_KEY
+
+CONFIG = f"""
+[[symbols]]
+symbol = "BTC-USD"
+tick_size = "0.5"
+lot_size = "0.01"
+
+[[accounts]]
+name = "alice"
+api_key = "{ALICE_KEY}"
+
+[[accounts]]
+name = "bob"
+api_key = "{BOB_KEY}"
+
+[server]
+host = "127.0.0.1"
+port = 8080
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def start_server(config: Path, port: int, *extra: str,
+                       env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lobgw", "serve", "--config", str(config), "--port", str(port),
+        *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})})
+
+
+async def wait_ready(port: int, timeout: float = 20) -> None:
+    async with aiohttp.ClientSession() as session:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("server did not become ready")
+            await asyncio.sleep(0.05)
+
+
+async def test_sigterm_closes_websockets_with_1001_drains_and_exits_0(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    port = free_port()
+    process = await start_server(config, port)
+    try:
+        await wait_ready(port)
+        client = await LobgwClient.connect(f"ws://127.0.0.1:{port}/ws", api_key=ALICE_KEY)
+        ack = await client.place("BTC-USD", "BUY", "1", price="100")
+        assert ack.order.status.value == "NEW"
+        await client.subscribe("trades", "BTC-USD")
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            async for _ in client.market_data():
+                pass
+        assert client.close_code == 1001
+        returncode = await asyncio.wait_for(process.wait(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.stderr is not None
+    log = (await process.stderr.read()).decode()
+    assert returncode == 0, log
+    assert "shutting down" in log and "actors drained" in log
+    assert "Traceback" not in log
+    assert ALICE_KEY not in log
+
+
+async def test_bad_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace('tick_size = "0.5"', 'tick_size = "-1"'))
+    process = await start_server(config, free_port())
+    _, stderr = await asyncio.wait_for(process.communicate(), 20)
+    assert process.returncode == 2
+    assert b"symbols.0" in stderr and b"tick_size must be a positive decimal" in stderr
+    assert b"Traceback" not in stderr
+
+
+async def test_environment_override_of_the_port(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    port = free_port()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lobgw", "serve", "--config", str(config),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "LOBGW_SERVER__PORT": str(port)})
+    try:
+        await wait_ready(port)
+    finally:
+        process.send_signal(signal.SIGINT)
+        await asyncio.wait_for(process.wait(), 15)
+    assert process.returncode == 0
+
+
+def test_load_config_overrides_and_errors(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG)
+    loaded = load_config(config, {"LOBGW_SERVER__PORT": "9100",
+                                  "LOBGW_SYMBOLS__0__MAX_QUANTITY": "50",
+                                  "LOBGW_CORS__ALLOW_ORIGINS": "https://a.example, https://b",
+                                  "LOBGW_RUNTIME__BATCH_SIZE": "64"})
+    assert loaded.server.port == 9100
+    assert str(loaded.symbols[0].max_quantity) == "50"
+    assert loaded.cors.allow_origins == ["https://a.example", "https://b"]
+    assert loaded.runtime.batch_size == 64
+    with pytest.raises(ConfigError, match=r"server\.port: .* \(from environment variable "
+                                          r"LOBGW_SERVER__PORT\)"):
+        load_config(config, {"LOBGW_SERVER__PORT": "not-a-number"})
+    with pytest.raises(ConfigError, match=r"runtime\.batch_size"):
+        load_config(config, {"LOBGW_RUNTIME__BATCH_SIZE": "0"})
+    with pytest.raises(ConfigError, match="unknown field `colour`"):
+        load_config(config, {"LOBGW_SERVER__COLOUR": "blue"})
+    with pytest.raises(ConfigError, match="LOBGW_SYMBOLS__5__TICK_SIZE"):
+        load_config(config, {"LOBGW_SYMBOLS__5__TICK_SIZE": "1"})
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "missing.toml", {})
+    (tmp_path / "broken.toml").write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(tmp_path / "broken.toml", {})
+    duplicate = CONFIG + '\n[[accounts]]\nname = "carol"\napi_key = "' + ALICE_KEY + '"\n'
+    (tmp_path / "dup.toml").write_text(duplicate)
+    with pytest.raises(ConfigError, match="reuses another account's api_key") as caught:
+        load_config(tmp_path / "dup.toml", {})
+    assert ALICE_KEY not in str(caught.value)
+
+
+def test_shipped_config_is_valid() -> None:
+    config = load_config(Path(__file__).parent.parent / "config.toml", {})
+    assert [s.symbol for s in config.symbols] == ["BTC-USD", "ETH-USD", "AMZN"]
+    assert config.accounts
