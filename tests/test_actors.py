@@ -47,7 +47,10 @@ async def test_full_queue_refuses_at_once_and_stop_drains() -> None:
     exchange.start()
     actor = exchange.actor("X")
     actor.pause()
+    await asyncio.sleep(0)  # the task starts and waits for work
     queued = [actor.submit(SubmitOrder(i, "a", Side.BUY, 1, price=5)) for i in range(3)]
+    await asyncio.sleep(0.01)  # it takes the first and holds it while paused
+    queued.append(actor.submit(SubmitOrder(3, "a", Side.BUY, 1, price=5)))
     with pytest.raises(OverloadedError):
         actor.submit(SubmitOrder(99, "a", Side.BUY, 1, price=5))
     stopping = asyncio.create_task(exchange.stop())
@@ -56,7 +59,7 @@ async def test_full_queue_refuses_at_once_and_stop_drains() -> None:
         actor.submit(CancelOrder(1))
     await stopping
     assert all(future.done() for future in queued)  # drained before the task ended
-    assert actor.engine.open_order_count() == 3
+    assert actor.engine.open_order_count() == 4
     with pytest.raises(UnknownSymbolError):
         exchange.actor("Y")
 

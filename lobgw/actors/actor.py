@@ -183,8 +183,8 @@ class SymbolActor:
     async def _run(self) -> None:
         queue = self._queue
         while True:
-            await self._resumed.wait()
             batch = [await queue.get()]
+            await self._resumed.wait()  # a halt holds what arrived
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
             stop = self._apply(batch)
