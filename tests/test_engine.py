@@ -514,3 +514,12 @@ def test_apply_batch_equals_apply_one_by_one() -> None:
     assert many.apply_batch(commands) == single
     assert kinds(single).count("TradeExecuted") == 2
     assert many.counters() == one.counters()
+
+
+@pytest.mark.parametrize("unit", ["0.01", "0.5", "0.50", "1", "10", "0.0001", "25", "1E+1",
+                                  "0.00000001"])
+@pytest.mark.parametrize("count", [0, 1, 7, 99, 100, 101, 12345, 10**12 + 3])
+def test_format_units_matches_decimal_text(unit: str, count: int) -> None:
+    from lobgw.book.instrument import format_units
+
+    assert format_units(count, Decimal(unit)) == format(Decimal(unit) * count, "f")

@@ -7,7 +7,8 @@ Converting refuses anything off the grid instead of rounding: a client who sends
 
 from __future__ import annotations
 
-from decimal import Decimal
+import functools
+from decimal import Decimal, DecimalTuple
 from typing import Annotated
 
 import msgspec
@@ -89,9 +90,46 @@ class InstrumentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """Convert ticks back to a decimal price, exact and with the tick size's decimals."""
         return self.tick_size * ticks
 
+    def format_price(self, ticks: int) -> str:
+        """Ticks as the decimal price text that goes on the wire (same digits as Decimal)."""
+        return format_units(ticks, self.tick_size)
+
+    def format_quantity(self, lots: int) -> str:
+        """Lots as the decimal quantity text that goes on the wire."""
+        return format_units(lots, self.lot_size)
+
     def lots_to_quantity(self, lots: int) -> Decimal:
         """Convert lots back to a decimal quantity, exact and with the lot size's decimals."""
         return self.lot_size * lots
+
+
+@functools.cache
+def _unit_scale(unit: DecimalTuple) -> tuple[int, int]:
+    """A unit as (integer multiplier, decimal places): 0.05 -> (5, 2), 10 -> (10, 0).
+
+    Cached by the digits tuple, not the Decimal: 0.5 == 0.50 but they print differently.
+    """
+    _, digits, exponent = unit
+    assert isinstance(exponent, int)
+    multiplier = int("".join(map(str, digits)))
+    if exponent >= 0:
+        return multiplier * 10**exponent, 0
+    return multiplier, -exponent
+
+
+def format_units(count: int, unit: Decimal) -> str:
+    """`count * unit` as plain decimal text, with integer arithmetic only.
+
+    Gives the same text as `format(unit * count, "f")` at a fraction of the cost; market
+    data formats every price and quantity it sends.
+    """
+    multiplier, places = _unit_scale(unit.as_tuple())
+    value = count * multiplier
+    if not places:
+        return str(value)
+    digits = str(-value if value < 0 else value).rjust(places + 1, "0")
+    text = f"{digits[:-places]}.{digits[-places:]}"
+    return "-" + text if value < 0 else text
 
 
 UNBOUNDED = 1 << 62

@@ -292,10 +292,8 @@ async def get_book(request: web.Request) -> web.Response:
     seq, (bids, asks) = await actor.query(lambda book: (book.seq, book.depth(query.depth)))
     return json_response(DepthResponse(
         symbol=spec.symbol, seq=seq,
-        bids=[(format_decimal(spec.ticks_to_price(p)), format_decimal(spec.lots_to_quantity(q)))
-              for p, q in bids],
-        asks=[(format_decimal(spec.ticks_to_price(p)), format_decimal(spec.lots_to_quantity(q)))
-              for p, q in asks]))
+        bids=[(spec.format_price(p), spec.format_quantity(q)) for p, q in bids],
+        asks=[(spec.format_price(p), spec.format_quantity(q)) for p, q in asks]))
 
 
 async def get_trades(request: web.Request) -> web.Response:
@@ -317,8 +315,7 @@ async def get_stats(request: web.Request) -> web.Response:
     def level(value: tuple[int, int] | None) -> tuple[str, str] | None:
         if value is None:
             return None
-        return (format_decimal(spec.ticks_to_price(value[0])),
-                format_decimal(spec.lots_to_quantity(value[1])))
+        return spec.format_price(value[0]), spec.format_quantity(value[1])
 
     return json_response(StatsResponse(
         symbol=spec.symbol, seq=seq, messages=counters.messages,

@@ -82,7 +82,7 @@ class Subscriber:
 
 def format_level(spec: InstrumentSpec, price: int, quantity: int) -> tuple[str, str]:
     """A level as the [price, quantity] strings that go on the wire."""
-    return format(spec.ticks_to_price(price), "f"), format(spec.lots_to_quantity(quantity), "f")
+    return spec.format_price(price), spec.format_quantity(quantity)
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
@@ -223,8 +223,8 @@ class MarketDataHub:
         """The last `limit` trades of `symbol`, oldest first."""
         feed = self.feeds[symbol]
         recent = list(feed.recent)[-limit:]
-        return [TradeInfo(seq=seq, price=format(feed.spec.ticks_to_price(price), "f"),
-                          quantity=format(feed.spec.lots_to_quantity(quantity), "f"),
+        return [TradeInfo(seq=seq, price=feed.spec.format_price(price),
+                          quantity=feed.spec.format_quantity(quantity),
                           aggressor=aggressor, timestamp=ts)
                 for seq, price, quantity, aggressor, ts in recent]
 

@@ -3,9 +3,11 @@ exist elsewhere (engine counters, queue depths, connection counts) are read at s
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.histogram import Histogram as HistogramValue
 from aioprometheus.renderer import render
 
 from lobgw.actors import BookReader, Exchange
@@ -50,20 +52,29 @@ class Metrics:
                                            "Connections closed as slow consumers", registry=r)
         self.rate_limited = Counter("lobgw_rate_limited_total", "Requests refused by rate limits",
                                     registry=r)
-        for counter in (self.ws_messages_sent, self.ws_messages_dropped,
-                        self.ws_slow_disconnects, self.rate_limited):
-            counter.set({}, 0)  # exported from the start, so a rate() has a baseline
+        self.rate_limited.set({}, 0)
+        # Hot-path tallies: plain numbers, copied into the collectors at every scrape.
+        self.messages_sent = 0
+        self.messages_dropped = 0
+        self.slow_disconnects = 0
         self.received: dict[str, int] = {}
-        """New orders that reached order entry, per symbol (read at scrape)."""
-        self._latency_by_symbol: dict[str, dict[str, str]] = {}
-        self._collectors: list[Callable[[], None]] = []
+        """New orders that reached order entry, per symbol."""
+        self._latency: dict[str, FastHistogram] = {}
+        self._collectors: list[Callable[[], None]] = [self._collect_tallies]
 
     def observe_latency(self, symbol: str, seconds: float) -> None:
         """Actor hook: one request's enqueue-to-published latency."""
-        labels = self._latency_by_symbol.get(symbol)
-        if labels is None:
-            labels = self._latency_by_symbol[symbol] = {"symbol": symbol}
-        self.command_latency.observe(labels, seconds)
+        histogram = self._latency.get(symbol)
+        if histogram is None:
+            histogram = self._latency[symbol] = FastHistogram(LATENCY_BUCKETS)
+        histogram.observe(seconds)
+
+    def _collect_tallies(self) -> None:
+        self.ws_messages_sent.set({}, self.messages_sent)
+        self.ws_messages_dropped.set({}, self.messages_dropped)
+        self.ws_slow_disconnects.set({}, self.slow_disconnects)
+        for symbol, histogram in self._latency.items():
+            self.command_latency.set_value({"symbol": symbol}, histogram.export())
 
     def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
         """Actor listener: count rejections by reason."""
@@ -94,3 +105,34 @@ class Metrics:
         for collect in self._collectors:
             collect()
         return render(self.registry, list(accepts))
+
+
+class FastHistogram:
+    """Bucket counts kept with one bisect per sample; exported to aioprometheus at scrape.
+
+    aioprometheus resolves label dicts on every observation, which costs more than the
+    command being measured; this keeps the hot path to a few operations.
+    """
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = list(bounds)
+        self.counts = [0] * (len(self.bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count one sample (le semantics: a value equal to a bound falls in that bucket)."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def export(self) -> HistogramValue:
+        """The cumulative aioprometheus histogram value."""
+        value = HistogramValue(*self.bounds)
+        cumulative = 0
+        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
+            cumulative += count
+            value.buckets[bound] = cumulative
+        value.observations = cumulative
+        value.sum = self.total
+        return value

@@ -238,12 +238,11 @@ class OrderRegistry:
             side=order.side,
             type=order.type,
             time_in_force=order.time_in_force,
-            price=None if order.price is None else format_decimal(
-                spec.ticks_to_price(order.price)),
-            quantity=format_decimal(spec.lots_to_quantity(order.quantity)),
-            filled_quantity=format_decimal(spec.lots_to_quantity(order.filled)),
-            remaining_quantity=format_decimal(spec.lots_to_quantity(
-                0 if order.status.is_final else order.remaining)),
+            price=None if order.price is None else spec.format_price(order.price),
+            quantity=spec.format_quantity(order.quantity),
+            filled_quantity=spec.format_quantity(order.filled),
+            remaining_quantity=spec.format_quantity(
+                0 if order.status.is_final else order.remaining),
             average_price=average,
             status=order.status,
             post_only=order.post_only,
@@ -257,9 +256,8 @@ class OrderRegistry:
              liquidity: Literal["MAKER", "TAKER"]) -> Fill:
         """One trade from `order`'s side."""
         spec = self.specs[order.symbol]
-        return Fill(trade_seq=trade.seq,
-                    price=format_decimal(spec.ticks_to_price(trade.price)),
-                    quantity=format_decimal(spec.lots_to_quantity(trade.quantity)),
+        return Fill(trade_seq=trade.seq, price=spec.format_price(trade.price),
+                    quantity=spec.format_quantity(trade.quantity),
                     liquidity=liquidity, timestamp=trade.timestamp)
 
     def fills_of(self, order: TrackedOrder, events: list[Event]) -> list[Fill]:
