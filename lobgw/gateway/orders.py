@@ -15,6 +15,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Literal
 
+import msgspec
+
 from lobgw.actors import BookReader, Exchange
 from lobgw.book.commands import AmendOrder, CancelOrder, SubmitOrder
 from lobgw.book.events import (
@@ -28,7 +30,7 @@ from lobgw.book.events import (
 )
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.lifecycle import Happening, OrderStatus, transition
-from lobgw.book.types import OrderType, Reason, TimeInForce
+from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
 from lobgw.gateway.errors import REJECTION_STATUS, ApiError, ErrorCode
 from lobgw.gateway.wire import (
     AmendBody,
@@ -48,33 +50,41 @@ def format_decimal(value: Decimal) -> str:
     return format(value, "f")
 
 
-class TrackedOrder:
-    """The gateway's view of one order (prices in ticks, quantities in lots)."""
+class TrackedOrder(msgspec.Struct, gc=False):
+    """The gateway's view of one order (prices in ticks, quantities in lots).
 
-    __slots__ = ("account", "client_order_id", "created_at", "filled", "notional", "order_id",
-                 "post_only", "price", "quantity", "reason", "remaining", "side", "status",
-                 "stp", "symbol", "time_in_force", "type", "updated_at")
+    `gc=False`: the registry keeps up to `finished_orders_kept` of these, and tracked objects
+    would make every full garbage collection walk them all (a latency spike of tens of ms).
+    They hold only numbers, strings and enums, so they can never be part of a cycle.
+    """
 
-    def __init__(self, order_id: int, account: str, symbol: str, client_order_id: str | None,
-                 command: SubmitOrder) -> None:
-        self.order_id = order_id
-        self.account = account
-        self.symbol = symbol
-        self.client_order_id = client_order_id
-        self.side = command.side
-        self.type = command.order_type
-        self.time_in_force = command.time_in_force
-        self.price = command.price
-        self.quantity = command.quantity
-        self.remaining = command.quantity
-        self.filled = 0
-        self.notional = 0
-        self.status = OrderStatus.NEW
-        self.post_only = command.post_only
-        self.stp = command.stp
-        self.created_at = command.timestamp
-        self.updated_at = command.timestamp
-        self.reason: str | None = None
+    order_id: int
+    account: str
+    symbol: str
+    client_order_id: str | None
+    side: Side
+    type: OrderType
+    time_in_force: TimeInForce
+    price: int | None
+    quantity: int
+    remaining: int
+    post_only: bool
+    stp: SelfTradePrevention
+    created_at: int
+    updated_at: int
+    filled: int = 0
+    notional: int = 0
+    status: OrderStatus = OrderStatus.NEW
+    reason: str | None = None
+
+    @classmethod
+    def from_command(cls, account: str, symbol: str, client_order_id: str | None,
+                     command: SubmitOrder) -> TrackedOrder:
+        """A new order as the engine will see it."""
+        return cls(command.order_id, account, symbol, client_order_id, command.side,
+                   command.order_type, command.time_in_force, command.price, command.quantity,
+                   command.quantity, command.post_only, command.stp, command.timestamp,
+                   command.timestamp)
 
 
 class OrderRegistry:
@@ -161,8 +171,8 @@ class OrderRegistry:
                 case OrderAccepted():
                     order = self.pending.pop(event.order.order_id, None)
                     if order is None:  # entered by another driver (replay, backtest)
-                        order = TrackedOrder(event.order.order_id, event.order.account, symbol,
-                                             None, event.order)
+                        order = TrackedOrder.from_command(event.order.account, symbol, None,
+                                                          event.order)
                     self.open[order.order_id] = order
                     self.by_account.setdefault(order.account, set()).add(order.order_id)
                     if wants(order.account):
@@ -314,8 +324,8 @@ class OrderService:
                               order_type=request.type, time_in_force=request.time_in_force,
                               post_only=request.post_only, stp=request.stp,
                               timestamp=time.time_ns())
-        tracked = TrackedOrder(order_id, account, request.symbol, request.client_order_id,
-                               command)
+        tracked = TrackedOrder.from_command(account, request.symbol, request.client_order_id,
+                                            command)
         self.registry.reserve(tracked)
         try:
             future = actor.submit(command)
