@@ -27,6 +27,10 @@ class OrderStatus(enum.Enum):
     EXPIRED = "EXPIRED"
     REJECTED = "REJECTED"
 
+    # Members are singletons compared by identity: hash them by identity too, in C, instead
+    # of Enum's Python-level hash of the name (status lookups happen for every event).
+    __hash__ = object.__hash__
+
     @property
     def is_final(self) -> bool:
         """True once nothing more can happen to the order."""
@@ -41,6 +45,8 @@ class Happening(enum.Enum):
     CANCEL = "cancel"
     EXPIRE = "expire"
     AMEND = "amend"
+
+    __hash__ = object.__hash__
 
 
 _FINAL = frozenset(

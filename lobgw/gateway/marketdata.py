@@ -21,7 +21,7 @@ import msgspec
 
 from lobgw.actors import BookReader
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
 from lobgw.gateway.wire import (
     BookSnapshotMessage,
@@ -80,9 +80,9 @@ class Subscriber:
         return messages
 
 
-def format_level(spec: InstrumentSpec, price: int, quantity: int) -> tuple[str, str]:
+def format_level(fmt: SpecFormat, price: int, quantity: int) -> tuple[str, str]:
     """A level as the [price, quantity] strings that go on the wire."""
-    return spec.format_price(price), spec.format_quantity(quantity)
+    return fmt.price(price), fmt.quantity(quantity)
 
 
 def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
@@ -115,6 +115,7 @@ class SymbolFeed:
 
     def __init__(self, spec: InstrumentSpec, recent_trades: int) -> None:
         self.spec = spec
+        self.fmt = SpecFormat(spec)
         self.trades: set[Subscriber] = set()
         self.quotes: set[Subscriber] = set()
         self.books: dict[int, BookGroup] = {}
@@ -154,8 +155,8 @@ class MarketDataHub:
             group = BookGroup(dict(bids), dict(asks), book.seq)
             feed.books[depth] = group
         group.subscribers.add(subscriber)
-        bid_levels = [format_level(feed.spec, p, q) for p, q in _sorted(group.bids, True)]
-        ask_levels = [format_level(feed.spec, p, q) for p, q in _sorted(group.asks, False)]
+        bid_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.bids, True)]
+        ask_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.asks, False)]
         subscriber.offer(_encode(BookSnapshotMessage(
             symbol=symbol, seq=group.last_seq, depth=depth, bids=bid_levels, asks=ask_levels,
             checksum=book_checksum(ask_levels, bid_levels))))
@@ -223,8 +224,8 @@ class MarketDataHub:
         """The last `limit` trades of `symbol`, oldest first."""
         feed = self.feeds[symbol]
         recent = list(feed.recent)[-limit:]
-        return [TradeInfo(seq=seq, price=feed.spec.format_price(price),
-                          quantity=feed.spec.format_quantity(quantity),
+        return [TradeInfo(seq=seq, price=feed.fmt.price(price),
+                          quantity=feed.fmt.quantity(quantity),
                           aggressor=aggressor, timestamp=ts)
                 for seq, price, quantity, aggressor, ts in recent]
 
@@ -240,7 +241,7 @@ class MarketDataHub:
                 feed.recent.append((trade.seq, trade.price, trade.quantity, trade.aggressor,
                                     trade.timestamp))
                 if feed.trades:
-                    price, quantity = format_level(feed.spec, trade.price, trade.quantity)
+                    price, quantity = format_level(feed.fmt, trade.price, trade.quantity)
                     self._send(feed.trades, _encode(TradeMessage(
                         symbol=symbol, seq=trade.seq, price=price, quantity=quantity,
                         aggressor=trade.aggressor, timestamp=trade.timestamp)))
@@ -287,13 +288,13 @@ class MarketDataHub:
         ask_changes = _diff(group.asks, new_asks, False)
         if not bid_changes and not ask_changes:
             return
-        spec = feed.spec
+        fmt = feed.fmt
         message = BookUpdateMessage(
             symbol=symbol, seq=book.seq, prev_seq=group.last_seq,
-            bids=[format_level(spec, p, q) for p, q in bid_changes],
-            asks=[format_level(spec, p, q) for p, q in ask_changes],
-            checksum=book_checksum((format_level(spec, p, q) for p, q in asks),
-                                   (format_level(spec, p, q) for p, q in bids)))
+            bids=[format_level(fmt, p, q) for p, q in bid_changes],
+            asks=[format_level(fmt, p, q) for p, q in ask_changes],
+            checksum=book_checksum((format_level(fmt, p, q) for p, q in asks[:CHECKSUM_LEVELS]),
+                                   (format_level(fmt, p, q) for p, q in bids[:CHECKSUM_LEVELS])))
         group.bids, group.asks, group.last_seq = new_bids, new_asks, book.seq
         self._send(group.subscribers, _encode(message))
 
@@ -301,12 +302,11 @@ class MarketDataHub:
     def _quote_message(feed: SymbolFeed, seq: int,
                        quote: tuple[int, int, int, int]) -> QuoteMessage:
         bid, bid_size, ask, ask_size = quote
-        spec = feed.spec
         message = QuoteMessage(symbol=feed.spec.symbol, seq=seq)
         if bid_size:
-            message.bid, message.bid_size = format_level(spec, bid, bid_size)
+            message.bid, message.bid_size = format_level(feed.fmt, bid, bid_size)
         if ask_size:
-            message.ask, message.ask_size = format_level(spec, ask, ask_size)
+            message.ask, message.ask_size = format_level(feed.fmt, ask, ask_size)
         return message
 
 

@@ -17,7 +17,8 @@ from typing import Literal
 
 import msgspec
 
-from lobgw.actors import BookReader, Exchange
+from lobgw.actors import BookReader, Exchange, SymbolActor
+from lobgw.actors.actor import Reply
 from lobgw.book.commands import AmendOrder, CancelOrder, SubmitOrder
 from lobgw.book.events import (
     Event,
@@ -28,7 +29,7 @@ from lobgw.book.events import (
     OrderRejected,
     TradeExecuted,
 )
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.lifecycle import Happening, OrderStatus, transition
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
 from lobgw.gateway.errors import REJECTION_STATUS, ApiError, ErrorCode
@@ -92,6 +93,7 @@ class OrderRegistry:
 
     def __init__(self, specs: dict[str, InstrumentSpec], finished_kept: int = 100_000) -> None:
         self.specs = specs
+        self.formats = {symbol: SpecFormat(spec) for symbol, spec in specs.items()}
         self.finished_kept = finished_kept
         self.pending: dict[int, TrackedOrder] = {}
         self.open: dict[int, TrackedOrder] = {}
@@ -238,6 +240,7 @@ class OrderRegistry:
     def info(self, order: TrackedOrder) -> OrderInfo:
         """The wire view of an order, in decimal units."""
         spec = self.specs[order.symbol]
+        fmt = self.formats[order.symbol]
         average = None
         if order.filled:
             average = format_decimal(spec.tick_size * order.notional / order.filled)
@@ -248,10 +251,10 @@ class OrderRegistry:
             side=order.side,
             type=order.type,
             time_in_force=order.time_in_force,
-            price=None if order.price is None else spec.format_price(order.price),
-            quantity=spec.format_quantity(order.quantity),
-            filled_quantity=spec.format_quantity(order.filled),
-            remaining_quantity=spec.format_quantity(
+            price=None if order.price is None else fmt.price(order.price),
+            quantity=fmt.quantity(order.quantity),
+            filled_quantity=fmt.quantity(order.filled),
+            remaining_quantity=fmt.quantity(
                 0 if order.status.is_final else order.remaining),
             average_price=average,
             status=order.status,
@@ -265,9 +268,9 @@ class OrderRegistry:
     def fill(self, order: TrackedOrder, trade: TradeExecuted,
              liquidity: Literal["MAKER", "TAKER"]) -> Fill:
         """One trade from `order`'s side."""
-        spec = self.specs[order.symbol]
-        return Fill(trade_seq=trade.seq, price=spec.format_price(trade.price),
-                    quantity=spec.format_quantity(trade.quantity),
+        fmt = self.formats[order.symbol]
+        return Fill(trade_seq=trade.seq, price=fmt.price(trade.price),
+                    quantity=fmt.quantity(trade.quantity),
                     liquidity=liquidity, timestamp=trade.timestamp)
 
     def fills_of(self, order: TrackedOrder, events: list[Event]) -> list[Fill]:
@@ -302,7 +305,42 @@ class OrderService:
 
     def start_place(self, account: str, request: PlaceOrder
                     ) -> tuple[TrackedOrder, asyncio.Future[list[Event]]]:
-        """Validate and enqueue a new order."""
+        """Validate and enqueue a new order; the future gets its events."""
+        tracked, actor, command = self._prepare_place(account, request)
+        try:
+            future = actor.submit(command)
+        except BaseException:
+            self.registry.release(tracked.order_id)
+            raise
+        return tracked, future
+
+    def place_with_reply(self, account: str, request: PlaceOrder,
+                         answer: Callable[[OrderAck | None, BaseException | None], None]
+                         ) -> TrackedOrder:
+        """Validate and enqueue a new order; `answer` gets the ack or the error (in the actor)."""
+        tracked, actor, command = self._prepare_place(account, request)
+
+        def reply(events: list[Event] | None, error: BaseException | None) -> None:
+            if events is None:
+                self.registry.release(tracked.order_id)
+                answer(None, error)
+                return
+            try:
+                ack = self.finish_place(tracked, events)
+            except Exception as refusal:
+                answer(None, refusal)
+            else:
+                answer(ack, None)
+
+        try:
+            actor.submit_with_reply(command, reply)
+        except BaseException:
+            self.registry.release(tracked.order_id)
+            raise
+        return tracked
+
+    def _prepare_place(self, account: str, request: PlaceOrder
+                       ) -> tuple[TrackedOrder, SymbolActor, SubmitOrder]:
         actor = self.exchange.actor(request.symbol)
         self.received[request.symbol] = self.received.get(request.symbol, 0) + 1
         spec = actor.engine.spec
@@ -327,12 +365,7 @@ class OrderService:
         tracked = TrackedOrder.from_command(account, request.symbol, request.client_order_id,
                                             command)
         self.registry.reserve(tracked)
-        try:
-            future = actor.submit(command)
-        except BaseException:
-            self.registry.release(order_id)
-            raise
-        return tracked, future
+        return tracked, actor, command
 
     def finish_place(self, tracked: TrackedOrder, events: list[Event]) -> OrderAck:
         """The answer to a place: the order's state and fills; a rejection raises ApiError."""
@@ -366,10 +399,36 @@ class OrderService:
     def start_cancel(self, account: str, order_id: int | None, client_order_id: str | None
                      ) -> tuple[TrackedOrder, asyncio.Future[list[Event]]]:
         """Check ownership and enqueue a cancel."""
+        order, command = self._prepare_cancel(account, order_id, client_order_id)
+        return order, self.exchange.actor(order.symbol).submit(command)
+
+    def _prepare_cancel(self, account: str, order_id: int | None, client_order_id: str | None
+                        ) -> tuple[TrackedOrder, CancelOrder]:
         order = self._resolve(account, order_id, client_order_id)
-        future = self.exchange.actor(order.symbol).submit(
-            CancelOrder(order.order_id, timestamp=time.time_ns()))
-        return order, future
+        return order, CancelOrder(order.order_id, timestamp=time.time_ns())
+
+    def cancel_with_reply(self, account: str, order_id: int | None,
+                          client_order_id: str | None,
+                          answer: Callable[[OrderAck | None, BaseException | None], None]
+                          ) -> None:
+        """Check ownership and enqueue a cancel; `answer` gets the ack or the error."""
+        order, command = self._prepare_cancel(account, order_id, client_order_id)
+        self.exchange.actor(order.symbol).submit_with_reply(
+            command, self._change_reply(order, answer))
+
+    def _change_reply(self, order: TrackedOrder,
+                      answer: Callable[[OrderAck | None, BaseException | None], None]) -> Reply:
+        def reply(events: list[Event] | None, error: BaseException | None) -> None:
+            if events is None:
+                answer(None, error)
+                return
+            try:
+                ack = self.finish_change(order, events)
+            except Exception as refusal:
+                answer(None, refusal)
+            else:
+                answer(ack, None)
+        return reply
 
     def start_amend(self, account: str, order_id: int | None, client_order_id: str | None,
                     body: AmendBody) -> tuple[TrackedOrder, asyncio.Future[list[Event]]]:

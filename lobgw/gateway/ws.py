@@ -168,15 +168,15 @@ class Connection:
         """Act on one decoded request."""
         match request:
             case PlaceOp():
-                tracked, future = self.app[SERVICE].start_place(self._account(), request.order)
+                tracked = self.app[SERVICE].place_with_reply(
+                    self._account(), request.order, self._answerer(request.id, "place"))
                 self.placed.add(tracked.order_id)
                 if len(self.placed) > 10_000:
                     self._prune_placed()
-                self._reply_when_done(request.id, "place", future, self._placed(tracked))
             case CancelOp():
-                order, future = self.app[SERVICE].start_cancel(
-                    self._account(), request.order_id, request.client_order_id)
-                self._reply_when_done(request.id, "cancel", future, self._changed(order))
+                self.app[SERVICE].cancel_with_reply(
+                    self._account(), request.order_id, request.client_order_id,
+                    self._answerer(request.id, "cancel"))
             case AmendOp():
                 order, future = self.app[SERVICE].start_amend(
                     self._account(), request.order_id, request.client_order_id,
@@ -238,12 +238,15 @@ class Connection:
             raise ApiError(ErrorCode.UNAUTHORIZED, "authenticate first (op: auth)")
         return self.account
 
-    def _placed(self, tracked: TrackedOrder) -> Callable[[list[Event]], OrderAck]:
-        service = self.app[SERVICE]
-
-        def finish(events: list[Event]) -> OrderAck:
-            return service.finish_place(tracked, events)
-        return finish
+    def _answerer(self, request_id: RequestId, op: str
+                  ) -> Callable[[OrderAck | None, BaseException | None], None]:
+        """A reply callback that queues the ack or the error for this request."""
+        def answer(ack: OrderAck | None, error: BaseException | None) -> None:
+            if error is not None:
+                self.error(request_id, error)
+            else:
+                self.send(AckMessage(id=request_id, op=op, result=ack))
+        return answer
 
     def _changed(self, order: TrackedOrder) -> Callable[[list[Event]], OrderAck]:
         service = self.app[SERVICE]
