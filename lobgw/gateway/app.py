@@ -27,6 +27,7 @@ from lobgw.gateway.keys import (
     ACCOUNTS,
     CONFIG,
     EXCHANGE,
+    FLUSHER,
     HUB,
     IP_LIMITER,
     KEY_LIMITER,
@@ -39,6 +40,7 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
 from lobgw.gateway.orders import OrderRegistry, OrderService, RejectedError, format_decimal
+from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
 from lobgw.gateway.wire import (
     AmendBody,
@@ -501,6 +503,8 @@ def create_app(config: Config) -> web.Application:
     app[IP_LIMITER] = RateLimiter(config.rate_limits.per_ip_rate,
                                   config.rate_limits.per_ip_burst)
     app[STATE] = state
+    flusher = app[FLUSHER] = Flusher()
+    metrics.add_collector(lambda: setattr(metrics, "messages_sent", flusher.frames_written))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
     app.cleanup_ctx.append(runtime_context)

@@ -12,6 +12,7 @@ from lobgw.config import Config
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
 from lobgw.gateway.orders import OrderRegistry, OrderService
+from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
 
 
@@ -34,3 +35,4 @@ ACCOUNTS = web.AppKey("accounts", dict[str, str])
 KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
 IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
 STATE = web.AppKey("state", GatewayState)
+FLUSHER = web.AppKey("flusher", Flusher)

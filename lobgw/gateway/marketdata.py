@@ -1,28 +1,27 @@
 """Market-data fan-out: trades, quotes, L2 book and private executions to WebSocket subscribers.
 
 `MarketDataHub.on_batch` is an actor listener: it runs inside the actor's turn, so book reads
-are consistent, and it must never block. Each message is encoded once and offered to every
-subscriber's bounded outbound queue (`Subscriber.offer`); one writer task per connection
-drains it. A subscriber whose queue overflows is closed as a slow consumer and resyncs from
-a fresh snapshot. Book subscriptions are grouped by depth (10, 25, 100, 500, 1000): each group
-keeps the top levels it last published and sends only the differences, so a client's copy
-is exactly the top `depth` levels, verified by a Kraken-v2-style CRC32 of the top 10.
+are consistent, and it must never block. Each message is encoded once, as a complete frame,
+and offered to every subscriber's bounded outbox (lobgw.gateway.outbox), which writes
+batches without waiting. A subscriber whose outbox overflows is closed as a slow consumer
+and resyncs from a fresh snapshot. Book subscriptions are grouped by depth (10, 25, 100,
+500, 1000): each group keeps the top levels it last published and sends only the
+differences, so a client's copy is exactly the top `depth` levels, verified by a
+Kraken-v2-style CRC32 of the top 10.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable
-
-import msgspec
+from collections.abc import Iterable
 
 from lobgw.actors import BookReader
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
+from lobgw.gateway.outbox import Outbox, encode_frame
 from lobgw.gateway.wire import (
     BookSnapshotMessage,
     BookUpdateMessage,
@@ -36,48 +35,6 @@ from lobgw.gateway.wire import (
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 CHECKSUM_LEVELS = 10
 
-_encode = msgspec.json.Encoder().encode
-
-
-class Subscriber:
-    """One connection's bounded outbound queue of encoded messages."""
-
-    __slots__ = ("capacity", "closed", "dropped", "last_sent", "name", "on_overflow", "queue",
-                 "wakeup")
-
-    def __init__(self, name: str, capacity: int,
-                 on_overflow: Callable[[Subscriber], None]) -> None:
-        self.name = name
-        self.capacity = capacity
-        self.queue: deque[bytes] = deque()
-        self.wakeup = asyncio.Event()
-        self.closed = False
-        self.dropped = 0
-        self.last_sent = time.monotonic()
-        self.on_overflow = on_overflow
-
-    def offer(self, data: bytes) -> None:
-        """Queue a message without waiting; a full queue closes the subscriber instead."""
-        if self.closed:
-            return
-        if len(self.queue) >= self.capacity:
-            self.closed = True
-            self.dropped += len(self.queue) + 1
-            self.queue.clear()
-            self.wakeup.set()
-            self.on_overflow(self)
-            return
-        self.queue.append(data)
-        self.wakeup.set()
-
-    async def drain(self) -> list[bytes]:
-        """Wait for messages and take all that are queued (what is left once closed)."""
-        while not self.queue and not self.closed:
-            self.wakeup.clear()
-            await self.wakeup.wait()
-        messages = list(self.queue)
-        self.queue.clear()
-        return messages
 
 
 def format_level(fmt: SpecFormat, price: int, quantity: int) -> tuple[str, str]:
@@ -107,7 +64,7 @@ class BookGroup:
         self.bids = bids
         self.asks = asks
         self.last_seq = seq
-        self.subscribers: set[Subscriber] = set()
+        self.subscribers: set[Outbox] = set()
 
 
 class SymbolFeed:
@@ -116,8 +73,8 @@ class SymbolFeed:
     def __init__(self, spec: InstrumentSpec, recent_trades: int) -> None:
         self.spec = spec
         self.fmt = SpecFormat(spec)
-        self.trades: set[Subscriber] = set()
-        self.quotes: set[Subscriber] = set()
+        self.trades: set[Outbox] = set()
+        self.quotes: set[Outbox] = set()
         self.books: dict[int, BookGroup] = {}
         self.last_quote: tuple[int, int, int, int] | None = None
         self.recent: deque[tuple[int, int, int, Side, int]] = deque(maxlen=recent_trades)
@@ -128,24 +85,24 @@ class MarketDataHub:
 
     def __init__(self, specs: dict[str, InstrumentSpec], recent_trades: int = 1_000) -> None:
         self.feeds = {symbol: SymbolFeed(spec, recent_trades) for symbol, spec in specs.items()}
-        self.executions: dict[str, set[Subscriber]] = {}
+        self.executions: dict[str, set[Outbox]] = {}
         self.messages_published = 0
 
     # -- subscriptions (called by connections; book subscriptions run inside the actor) ------
 
-    def subscribe_trades(self, subscriber: Subscriber, symbol: str) -> None:
+    def subscribe_trades(self, subscriber: Outbox, symbol: str) -> None:
         """Send `symbol`'s trades to `subscriber` from now on."""
         self.feeds[symbol].trades.add(subscriber)
 
-    def attach_quotes(self, subscriber: Subscriber, symbol: str, book: BookReader) -> None:
+    def attach_quotes(self, subscriber: Outbox, symbol: str, book: BookReader) -> None:
         """Run inside the actor: send the current quote, then every change."""
         feed = self.feeds[symbol]
         feed.quotes.add(subscriber)
         quote = _quote(book)
         feed.last_quote = quote
-        subscriber.offer(_encode(self._quote_message(feed, book.seq, quote)))
+        subscriber.offer(encode_frame(self._quote_message(feed, book.seq, quote)))
 
-    def attach_book(self, subscriber: Subscriber, symbol: str, depth: int,
+    def attach_book(self, subscriber: Outbox, symbol: str, depth: int,
                     book: BookReader) -> None:
         """Run inside the actor: send a snapshot of `depth` levels, then the changes."""
         feed = self.feeds[symbol]
@@ -157,15 +114,15 @@ class MarketDataHub:
         group.subscribers.add(subscriber)
         bid_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.bids, True)]
         ask_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.asks, False)]
-        subscriber.offer(_encode(BookSnapshotMessage(
+        subscriber.offer(encode_frame(BookSnapshotMessage(
             symbol=symbol, seq=group.last_seq, depth=depth, bids=bid_levels, asks=ask_levels,
             checksum=book_checksum(ask_levels, bid_levels))))
 
-    def subscribe_executions(self, subscriber: Subscriber, account: str) -> None:
+    def subscribe_executions(self, subscriber: Outbox, account: str) -> None:
         """Send the account's execution reports to `subscriber`."""
         self.executions.setdefault(account, set()).add(subscriber)
 
-    def unsubscribe(self, subscriber: Subscriber, channel: str, symbol: str | None,
+    def unsubscribe(self, subscriber: Outbox, channel: str, symbol: str | None,
                     account: str | None = None) -> bool:
         """Stop one subscription; return whether there was one."""
         if channel == "executions":
@@ -193,7 +150,7 @@ class MarketDataHub:
                     del feed.books[depth]
         return found
 
-    def unsubscribe_all(self, subscriber: Subscriber) -> None:
+    def unsubscribe_all(self, subscriber: Outbox) -> None:
         """Drop every subscription of a closing connection."""
         for feed in self.feeds.values():
             feed.trades.discard(subscriber)
@@ -209,9 +166,9 @@ class MarketDataHub:
         """True if some connection listens to this account's executions."""
         return bool(self.executions.get(account))
 
-    def subscribers(self) -> set[Subscriber]:
+    def subscribers(self) -> set[Outbox]:
         """Every subscriber with at least one subscription."""
-        found: set[Subscriber] = set()
+        found: set[Outbox] = set()
         for feed in self.feeds.values():
             found |= feed.trades | feed.quotes
             for group in feed.books.values():
@@ -242,7 +199,7 @@ class MarketDataHub:
                                     trade.timestamp))
                 if feed.trades:
                     price, quantity = format_level(feed.fmt, trade.price, trade.quantity)
-                    self._send(feed.trades, _encode(TradeMessage(
+                    self._send(feed.trades, encode_frame(TradeMessage(
                         symbol=symbol, seq=trade.seq, price=price, quantity=quantity,
                         aggressor=trade.aggressor, timestamp=trade.timestamp)))
                 changed = True
@@ -254,7 +211,7 @@ class MarketDataHub:
             quote = _quote(book)
             if quote != feed.last_quote:
                 feed.last_quote = quote
-                self._send(feed.quotes, _encode(self._quote_message(feed, book.seq, quote)))
+                self._send(feed.quotes, encode_frame(self._quote_message(feed, book.seq, quote)))
         for depth, group in feed.books.items():
             self._publish_book(feed, symbol, depth, group, book)
 
@@ -263,7 +220,7 @@ class MarketDataHub:
         for account, report in reports:
             subscribers = self.executions.get(account)
             if subscribers:
-                self._send(subscribers, _encode(report))
+                self._send(subscribers, encode_frame(report))
 
     def heartbeat(self, idle_seconds: float) -> None:
         """Send a heartbeat to every subscriber that has been quiet for `idle_seconds`."""
@@ -271,11 +228,11 @@ class MarketDataHub:
         message = None
         for subscriber in self.subscribers():
             if now - subscriber.last_sent >= idle_seconds:
-                message = message or _encode(HeartbeatMessage(time=time.time_ns()))
+                message = message or encode_frame(HeartbeatMessage(time=time.time_ns()))
                 subscriber.offer(message)
                 subscriber.last_sent = now
 
-    def _send(self, subscribers: Iterable[Subscriber], data: bytes) -> None:
+    def _send(self, subscribers: Iterable[Outbox], data: bytes) -> None:
         for subscriber in list(subscribers):
             subscriber.offer(data)
             self.messages_published += 1
@@ -296,7 +253,7 @@ class MarketDataHub:
             checksum=book_checksum((format_level(fmt, p, q) for p, q in asks[:CHECKSUM_LEVELS]),
                                    (format_level(fmt, p, q) for p, q in bids[:CHECKSUM_LEVELS])))
         group.bids, group.asks, group.last_seq = new_bids, new_asks, book.seq
-        self._send(group.subscribers, _encode(message))
+        self._send(group.subscribers, encode_frame(message))
 
     @staticmethod
     def _quote_message(feed: SymbolFeed, seq: int,

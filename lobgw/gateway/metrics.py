@@ -60,7 +60,7 @@ class Metrics:
         self.received: dict[str, int] = {}
         """New orders that reached order entry, per symbol."""
         self._latency: dict[str, FastHistogram] = {}
-        self._collectors: list[Callable[[], None]] = [self._collect_tallies]
+        self._collectors: list[Callable[[], None]] = []
 
     def observe_latency(self, symbol: str, seconds: float) -> None:
         """Actor hook: one request's enqueue-to-published latency."""
@@ -104,6 +104,7 @@ class Metrics:
         """The exposition body and headers for a scrape."""
         for collect in self._collectors:
             collect()
+        self._collect_tallies()
         return render(self.registry, list(accepts))
 
 

@@ -1,16 +1,15 @@
 """The raw WebSocket endpoint `/ws`: order entry, execution reports and market data.
 
-Each connection has one reader (this handler) and one writer task draining the connection's
-bounded outbound queue. Order requests are validated and enqueued synchronously; the reply is
-written when the actor answers (a future callback), so a client may pipeline requests and the
-replies keep their order. See docs/api.md for the protocol.
+Each connection has one reader (this handler) and an outbox that the event loop flushes in
+batches (lobgw.gateway.outbox). Order requests are validated and enqueued synchronously; the
+reply is queued when the actor answers (a callback inside the actor), so a client may
+pipeline requests and the replies keep their order. See docs/api.md for the protocol.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +24,7 @@ from lobgw.gateway.keys import (
     ACCOUNTS,
     CONFIG,
     EXCHANGE,
+    FLUSHER,
     HUB,
     IP_LIMITER,
     KEY_LIMITER,
@@ -33,8 +33,9 @@ from lobgw.gateway.keys import (
     SERVICE,
     STATE,
 )
-from lobgw.gateway.marketdata import BOOK_DEPTHS, Subscriber
+from lobgw.gateway.marketdata import BOOK_DEPTHS
 from lobgw.gateway.orders import RejectedError, TrackedOrder
+from lobgw.gateway.outbox import Outbox, encode_frame
 from lobgw.gateway.wire import (
     AckMessage,
     AmendBody,
@@ -58,7 +59,6 @@ from lobgw.gateway.wire import (
 log = logging.getLogger("lobgw.ws")
 
 _decode_request = msgspec.json.Decoder(AnyWsRequest).decode
-_encode = msgspec.json.Encoder().encode
 
 
 class _IdOnly(msgspec.Struct):
@@ -71,7 +71,8 @@ _decode_id = msgspec.json.Decoder(_IdOnly).decode
 class Connection:
     """One WebSocket client."""
 
-    def __init__(self, app: web.Application, ws: web.WebSocketResponse, remote: str) -> None:
+    def __init__(self, app: web.Application, ws: web.WebSocketResponse, remote: str,
+                 transport: asyncio.Transport) -> None:
         self.app = app
         self.ws = ws
         self.remote = remote
@@ -82,13 +83,14 @@ class Connection:
         self.slow = False
         self.finished = asyncio.Event()
         capacity = app[CONFIG].runtime.subscriber_queue_size
-        self.subscriber = Subscriber(remote, capacity, self._overflowed)
+        self.outbox = Outbox(remote, transport, app[FLUSHER], capacity, self._overflowed)
+        self._closing: asyncio.Future[bool] | None = None
 
     # -- output ---------------------------------------------------------------------------
 
     def send(self, message: Any) -> None:
-        """Queue a reply (replies and market data share one ordered queue)."""
-        self.subscriber.offer(_encode(message))
+        """Queue a reply (replies and market data share one ordered outbox)."""
+        self.outbox.offer(encode_frame(message))
 
     def error(self, request_id: RequestId, error: BaseException) -> None:
         """Queue an error reply for `error`."""
@@ -96,48 +98,30 @@ class Connection:
         order = api.ack.order if isinstance(api, RejectedError) else None
         self.send(ErrorMessage(id=request_id, error=api.body(), order=order))
 
-    def _overflowed(self, subscriber: Subscriber) -> None:
-        # Called inside an actor's turn: only flag it; the writer closes the socket.
-        self.slow = True
-
-    async def writer(self, transport: asyncio.Transport) -> None:
-        """Write queued messages until the connection closes or falls too far behind.
-
-        Everything queued is written as one `writelines` (one system call for many frames);
-        aiohttp's own writer sends one frame per call, which costs a system call per message
-        per subscriber. While the socket's send buffer is above `WRITE_HIGH_WATER` the writer
-        waits, so the queue fills and a consumer that stays behind is closed as slow.
-        """
-        ws, subscriber, metrics = self.ws, self.subscriber, self.app[METRICS]
-        try:
-            while True:
-                messages = await subscriber.drain()
-                if messages:
-                    if ws.closed or transport.is_closing():
-                        return
-                    transport.writelines(text_frames(messages))
-                    subscriber.last_sent = time.monotonic()
-                    metrics.messages_sent += len(messages)
-                    while transport.get_write_buffer_size() > WRITE_HIGH_WATER:
-                        if transport.is_closing():
-                            return
-                        await asyncio.sleep(0.002)
-                if subscriber.closed:
-                    break
-        except (ConnectionResetError, RuntimeError, asyncio.CancelledError):
-            return
+    def _overflowed(self, outbox: Outbox) -> None:
+        # Often called inside an actor's turn: never block, close from a task.
         if self.slow:
-            metrics.slow_disconnects += 1
-            metrics.messages_dropped += subscriber.dropped
-            self.app[HUB].unsubscribe_all(subscriber)
-            log.warning("closing slow consumer %s after dropping %d messages", self.remote,
-                        subscriber.dropped)
-            await ws.close(code=CloseCode.SLOW_CONSUMER,
-                           message=b"slow consumer: reconnect and resubscribe for a snapshot")
+            return
+        self.slow = True
+        metrics = self.app[METRICS]
+        metrics.slow_disconnects += 1
+        metrics.messages_dropped += outbox.dropped
+        self.app[HUB].unsubscribe_all(outbox)
+        log.warning("closing slow consumer %s after dropping %d messages", self.remote,
+                    outbox.dropped)
+        self._closing = asyncio.ensure_future(self.ws.close(
+            code=CloseCode.SLOW_CONSUMER,
+            message=b"slow consumer: reconnect and resubscribe for a snapshot"))
+
+    async def close(self, code: CloseCode, message: bytes) -> None:
+        """Write what is queued (e.g. the last refusal), then close."""
+        self.outbox.flush()
+        self.outbox.close()
+        await self.ws.close(code=code, message=message)
 
     async def close_going_away(self) -> None:
         """Server shutdown: close with 1001 and wait for the handler to finish."""
-        await self.ws.close(code=CloseCode.GOING_AWAY, message=b"server shutting down")
+        await self.close(CloseCode.GOING_AWAY, b"server shutting down")
         await self.finished.wait()
 
     # -- input ----------------------------------------------------------------------------
@@ -191,7 +175,7 @@ class Connection:
             case SubscribeOp():
                 self.subscribe(request)
             case UnsubscribeOp():
-                found = self.app[HUB].unsubscribe(self.subscriber, request.channel,
+                found = self.app[HUB].unsubscribe(self.outbox, request.channel,
                                                   request.symbol, self.account)
                 if not found:
                     raise ApiError(ErrorCode.INVALID_VALUE, "no such subscription", "channel")
@@ -211,7 +195,7 @@ class Connection:
         """Start a subscription; book and quotes begin with a snapshot taken in the actor."""
         hub = self.app[HUB]
         if request.channel == "executions":
-            hub.subscribe_executions(self.subscriber, self._account())
+            hub.subscribe_executions(self.outbox, self._account())
             self.send(SubscribedMessage(id=request.id, channel="executions"))
             return
         if request.symbol is None:
@@ -221,17 +205,17 @@ class Connection:
             raise ApiError(ErrorCode.OUT_OF_RANGE,
                            f"depth must be one of {', '.join(map(str, BOOK_DEPTHS))}", "depth")
         # Subscribing again replaces the old subscription (and gives a fresh snapshot).
-        hub.unsubscribe(self.subscriber, request.channel, request.symbol)
+        hub.unsubscribe(self.outbox, request.channel, request.symbol)
         self.send(SubscribedMessage(id=request.id, channel=request.channel,
                                     symbol=request.symbol))
-        subscriber, symbol = self.subscriber, request.symbol
+        outbox, symbol = self.outbox, request.symbol
         if request.channel == "trades":
-            hub.subscribe_trades(subscriber, symbol)
+            hub.subscribe_trades(outbox, symbol)
         elif request.channel == "quotes":
-            actor.query(lambda book: hub.attach_quotes(subscriber, symbol, book))
+            actor.query(lambda book: hub.attach_quotes(outbox, symbol, book))
         else:
             depth = request.depth
-            actor.query(lambda book: hub.attach_book(subscriber, symbol, depth, book))
+            actor.query(lambda book: hub.attach_book(outbox, symbol, depth, book))
 
     def _account(self) -> str:
         if self.account is None:
@@ -294,28 +278,6 @@ class Connection:
                      sum(map(len, by_symbol.values())), self.account)
 
 
-WRITE_HIGH_WATER = 256 * 1024
-_HEADER_SHORT = struct.Struct("!BB").pack
-_HEADER_MEDIUM = struct.Struct("!BBH").pack
-_HEADER_LONG = struct.Struct("!BBQ").pack
-
-
-def text_frames(messages: list[bytes]) -> list[bytes]:
-    """Unmasked, final, uncompressed text frames (RFC 6455 section 5.2) for each message."""
-    parts: list[bytes] = []
-    append = parts.append
-    for data in messages:
-        size = len(data)
-        if size < 126:
-            append(_HEADER_SHORT(0x81, size))
-        elif size < 65536:
-            append(_HEADER_MEDIUM(0x81, 126, size))
-        else:
-            append(_HEADER_LONG(0x81, 127, size))
-        append(data)
-    return parts
-
-
 def _request_id(data: bytes) -> RequestId:
     """The request's id if the message is at least an object with a usable id."""
     try:
@@ -333,22 +295,16 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(compress=False, autoping=True, decode_text=False,
                                max_msg_size=app[CONFIG].server.max_ws_message_bytes)
     await ws.prepare(request)
-    connection = Connection(app, ws, request.remote or "?")
-    app[STATE].connections.add(connection)
     transport = request.transport
     assert transport is not None  # prepared just above
-    writer = asyncio.create_task(connection.writer(transport),
-                                 name=f"ws-writer:{connection.remote}")
+    connection = Connection(app, ws, request.remote or "?", transport)
+    app[STATE].connections.add(connection)
     try:
         async for message in ws:
             if message.type is WSMsgType.TEXT:
                 if not connection.handle(message.data):
-                    # Let the writer deliver what is queued (the last refusal) first.
-                    connection.subscriber.closed = True
-                    connection.subscriber.wakeup.set()
-                    await writer
-                    await ws.close(code=CloseCode.POLICY_VIOLATION,
-                                   message=b"rate limit exceeded repeatedly")
+                    await connection.close(CloseCode.POLICY_VIOLATION,
+                                           b"rate limit exceeded repeatedly")
                     break
             elif message.type is WSMsgType.BINARY:
                 connection.error(None, ApiError(ErrorCode.UNSUPPORTED_MESSAGE,
@@ -356,17 +312,12 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             if connection.slow:
                 break
     finally:
-        app[HUB].unsubscribe_all(connection.subscriber)
+        app[HUB].unsubscribe_all(connection.outbox)
         if connection.cancel_on_disconnect and connection.account is not None:
             connection.cancel_orders_placed_here()
-        if connection.slow or writer.done():
-            await writer
-        else:
-            connection.subscriber.closed = True
-            connection.subscriber.wakeup.set()
-            writer.cancel()
+        connection.outbox.close()
+        if connection._closing is not None:
+            await asyncio.gather(connection._closing, return_exceptions=True)
         app[STATE].connections.discard(connection)
         connection.finished.set()
-    if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
-        log.info("closed %s: message too big", connection.remote)
     return ws
