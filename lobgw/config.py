@@ -67,6 +67,8 @@ class RuntimeConfig(Section, frozen=True):
     batch_size: Positive = 512
     subscriber_queue_size: Positive = 4_096
     """Messages buffered per WebSocket before it counts as a slow consumer and is closed."""
+    market_data_flush_ms: Annotated[float, msgspec.Meta(ge=0, le=100)] = 5.0
+    """Market data waits up to this long so one send carries many messages (0: no wait)."""
     heartbeat_seconds: PositiveFloat = 5.0
     """A subscribed channel with no messages for this long gets a heartbeat."""
     recent_trades: Positive = 1_000

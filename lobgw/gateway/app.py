@@ -503,7 +503,7 @@ def create_app(config: Config) -> web.Application:
     app[IP_LIMITER] = RateLimiter(config.rate_limits.per_ip_rate,
                                   config.rate_limits.per_ip_burst)
     app[STATE] = state
-    flusher = app[FLUSHER] = Flusher()
+    flusher = app[FLUSHER] = Flusher(config.runtime.market_data_flush_ms / 1000)
     metrics.add_collector(lambda: setattr(metrics, "messages_sent", flusher.frames_written))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)

@@ -47,25 +47,47 @@ def encode_frame(message: Any) -> bytes:
 
 
 class Flusher:
-    """Flushes every outbox that got frames, once per event-loop iteration."""
+    """Flushes outboxes: replies at the end of this loop iteration, market data on a timer.
 
-    def __init__(self) -> None:
+    A reply is flushed as soon as the loop is free (with whatever market data is queued in
+    the same outbox). Market data alone waits up to `interval` seconds so that one system
+    call carries every frame that accumulated: with hundreds of subscribers the send calls,
+    not the messages, are what costs. `interval=0` flushes market data like replies.
+    """
+
+    def __init__(self, interval: float = 0.0) -> None:
+        self.interval = interval
         self.pending: list[Outbox] = []
         self.scheduled = False
+        self.timed: list[Outbox] = []
+        self.timer: asyncio.TimerHandle | None = None
         self.frames_written = 0
 
-    def mark(self, outbox: Outbox) -> None:
-        """Flush `outbox` at the end of this loop iteration."""
-        self.pending.append(outbox)
-        if not self.scheduled:
-            self.scheduled = True
-            asyncio.get_running_loop().call_soon(self.flush)
+    def mark(self, outbox: Outbox, urgent: bool) -> None:
+        """Schedule a flush of `outbox`: now-ish if `urgent`, else within `interval`."""
+        if urgent or not self.interval:
+            self.pending.append(outbox)
+            if not self.scheduled:
+                self.scheduled = True
+                asyncio.get_running_loop().call_soon(self.flush)
+        else:
+            self.timed.append(outbox)
+            if self.timer is None:
+                self.timer = asyncio.get_running_loop().call_later(self.interval,
+                                                                  self.flush_timed)
 
     def flush(self) -> None:
-        """Write out every pending outbox."""
+        """Write out every outbox with an urgent frame."""
         pending, self.pending = self.pending, []
         self.scheduled = False
         for outbox in pending:
+            self.frames_written += outbox.flush()
+
+    def flush_timed(self) -> None:
+        """Write out every outbox with market data waiting."""
+        timed, self.timed = self.timed, []
+        self.timer = None
+        for outbox in timed:
             self.frames_written += outbox.flush()
 
 
@@ -73,7 +95,7 @@ class Outbox:
     """One connection's queued outgoing frames."""
 
     __slots__ = ("_drainer", "blocked", "capacity", "closed", "dropped", "flusher",
-                 "frames", "last_sent", "name", "on_overflow", "transport")
+                 "frames", "last_sent", "name", "on_overflow", "transport", "urgent")
 
     def __init__(self, name: str, transport: asyncio.Transport, flusher: Flusher,
                  capacity: int, on_overflow: Callable[[Outbox], None]) -> None:
@@ -85,12 +107,16 @@ class Outbox:
         self.frames: list[bytes] = []
         self.closed = False
         self.blocked = False
+        self.urgent = False
         self.dropped = 0
         self.last_sent = time.monotonic()
         self._drainer: asyncio.Task[None] | None = None
 
-    def offer(self, frame: bytes) -> None:
-        """Queue a frame without waiting; a full outbox calls `on_overflow` instead."""
+    def offer(self, frame: bytes, urgent: bool = False) -> None:
+        """Queue a frame without waiting; a full outbox calls `on_overflow` instead.
+
+        `urgent` frames (replies to requests) are flushed without the market-data delay.
+        """
         if self.closed:
             return
         frames = self.frames
@@ -101,8 +127,14 @@ class Outbox:
             self.on_overflow(self)
             return
         frames.append(frame)
-        if len(frames) == 1 and not self.blocked:
-            self.flusher.mark(self)
+        if self.blocked:
+            return
+        if len(frames) == 1:
+            self.urgent = urgent
+            self.flusher.mark(self, urgent)
+        elif urgent and not self.urgent:
+            self.urgent = True
+            self.flusher.mark(self, True)
 
     def flush(self) -> int:
         """Write what is queued unless the socket is backed up; return frames written."""
@@ -121,6 +153,7 @@ class Outbox:
         transport.writelines(frames)
         count = len(frames)
         self.frames = []
+        self.urgent = False
         self.last_sent = time.monotonic()
         return count
 
@@ -130,7 +163,7 @@ class Outbox:
             await asyncio.sleep(0.005)
         self.blocked = False
         if self.frames:
-            self.flusher.mark(self)
+            self.flusher.mark(self, True)
 
     def close(self) -> None:
         """Stop sending: drop what is queued and stop any wait for room."""

@@ -90,7 +90,7 @@ class Connection:
 
     def send(self, message: Any) -> None:
         """Queue a reply (replies and market data share one ordered outbox)."""
-        self.outbox.offer(encode_frame(message))
+        self.outbox.offer(encode_frame(message), urgent=True)
 
     def error(self, request_id: RequestId, error: BaseException) -> None:
         """Queue an error reply for `error`."""
