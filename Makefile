@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint bench clean
 
 run: $(STAMP)
-	$(BIN)/lobgw demo
+	$(BIN)/lobgw serve --config config.toml
 
 test: $(STAMP)
 	$(BIN)/ruff check lobgw tests benchmarks
