@@ -84,6 +84,24 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument("--host", help="listen address (overrides server.host)")
     serve_parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve_parser.set_defaults(handler=serve)
+
+    from lobgw.sim.run import add_replay_arguments, replay_command
+
+    replay_parser = commands.add_parser(
+        "replay", help="replay csv, LOBSTER or Databento MBO data through the matching engine",
+        description="Replay a market-data file through a symbol actor (or into a running "
+                    "gateway with --into) and print a summary.")
+    add_replay_arguments(replay_parser)
+    replay_parser.set_defaults(handler=replay_command)
+
+    from lobgw.sim.run import add_backtest_arguments, backtest_command
+
+    backtest_parser = commands.add_parser(
+        "backtest", help="backtest a TWAP, VWAP or market-making strategy on replayed data",
+        description="Replay market data with a strategy trading in the same book; write "
+                    "results as JSON (and a plot), print a summary.")
+    add_backtest_arguments(backtest_parser)
+    backtest_parser.set_defaults(handler=backtest_command)
     return parser
 
 
@@ -92,6 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     result: int = args.handler(args)
     return result
+
+
+def replay_main() -> int:
+    """Entry point of the `lob-replay` script (same as `lobgw replay`)."""
+    return main(["replay", *sys.argv[1:]])
 
 
 if __name__ == "__main__":

@@ -58,11 +58,14 @@ LatencyObserver = Callable[[str, float], None]
 Reply = Callable[[list[Event] | None, BaseException | None], None]
 """Called inside the actor with a request's events (or its error) instead of a future."""
 
+RowHook = Callable[[int, list[Event], BookReader], None]
+"""Called inside the actor after each row of a `submit_rows` request, with that row's events."""
+
 
 class _Request:
     """One queue entry: commands to apply (or a query to run) and where the answer goes."""
 
-    __slots__ = ("commands", "enqueued", "future", "query", "reply")
+    __slots__ = ("after_row", "commands", "enqueued", "future", "query", "reply", "rows")
 
     def __init__(
         self,
@@ -70,11 +73,15 @@ class _Request:
         future: asyncio.Future[Any] | None,
         query: Callable[[BookReader], Any] | None = None,
         reply: Reply | None = None,
+        rows: Sequence[Sequence[AnyCommand]] | None = None,
+        after_row: RowHook | None = None,
     ) -> None:
         self.commands = commands
         self.future = future
         self.query = query
         self.reply = reply
+        self.rows = rows
+        self.after_row = after_row
         self.enqueued = time.perf_counter()
 
 
@@ -172,6 +179,21 @@ class SymbolActor:
         """Queue commands to be applied together; the future gets all their events."""
         return self._enqueue(commands, None)
 
+    def submit_rows(self, rows: Sequence[Sequence[AnyCommand]],
+                    after_row: RowHook) -> asyncio.Future[list[Event]]:
+        """Queue rows of commands; `after_row` sees the book after each row (replay book-out).
+
+        Raise OverloadedError if the queue is full.
+        """
+        if not self._accepting:
+            raise ShuttingDownError(f"{self.symbol} is shutting down")
+        future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+        try:
+            self._queue.put_nowait(_Request((), future, None, None, rows, after_row))
+        except asyncio.QueueFull:
+            raise OverloadedError(f"{self.symbol} command queue is full") from None
+        return future
+
     def query(self, reader: Callable[[BookReader], T]) -> asyncio.Future[T]:
         """Run `reader` on the book inside the actor, between batches' events and publishing."""
         return self._enqueue((), reader)
@@ -224,7 +246,15 @@ class SymbolActor:
                 if request.query is not None:
                     answers.append((request.future, request.query(engine), None))
                     continue
-                engine.apply_batch(request.commands, events)
+                if request.rows is not None:
+                    hook = request.after_row
+                    for index, row in enumerate(request.rows):
+                        row_start = len(events)
+                        engine.apply_batch(row, events)
+                        if hook is not None:
+                            hook(index, events[row_start:], engine)
+                else:
+                    engine.apply_batch(request.commands, events)
                 answers.append((request.future, events[start:], None))
             except Exception:  # one bad request must not stop the symbol
                 self.failures += 1

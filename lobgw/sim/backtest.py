@@ -1,0 +1,601 @@
+"""Backtests: replayed market data and a strategy through the same actor queue.
+
+Assumptions (also in the README):
+
+* **Queue position is exact on order-level data.** A strategy's limit order joins the real
+  FIFO queue of its price level behind the historical orders already there. When the data
+  executes a historical order that sits *behind* strategy orders at the same price, the
+  strategy orders fill first (the aggressor had to get through them) and the historical order
+  gets what is left of the execution.
+* **Strategy orders that cross take historical liquidity**, at the resting orders' prices.
+  Later historical events on liquidity the strategy already took are clipped (cut to what is
+  left, or dropped) and counted in `translation.clipped`; the run never stops for them.
+* **Latency**: every strategy action reaches the book `latency_us` of data time after the
+  strategy decided it, in the order decided. Market data reaches the strategy at once.
+* Historical orders never self-trade-prevent (one account, `market`); the strategy trades as
+  its own account. Prints off the visible book (hidden executions, crosses) count towards the
+  market VWAP but cannot fill strategy orders.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import heapq
+import math
+from collections.abc import Iterable, Iterator
+from decimal import Decimal
+
+import msgspec
+
+from lobgw.actors import BookReader, Exchange, SymbolActor
+from lobgw.book.commands import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    ExecuteOrder,
+    SubmitOrder,
+)
+from lobgw.book.events import (
+    Event,
+    OrderAccepted,
+    OrderAmended,
+    OrderCanceled,
+    OrderExpired,
+    OrderRejected,
+    TradeExecuted,
+)
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
+from lobgw.sim.records import Kind, MarketRecord
+from lobgw.sim.translate import TranslationStats, Translator
+
+STRATEGY_ACCOUNT = "strategy"
+STRATEGY_ID_BASE = 1 << 60
+NS = 1_000_000_000
+
+
+class BookView(msgspec.Struct, frozen=True, gc=False):
+    """What a strategy sees after each market-data row (prices in ticks, sizes in lots)."""
+
+    timestamp: int
+    bid: int | None
+    bid_size: int
+    ask: int | None
+    ask_size: int
+
+    @property
+    def mid(self) -> float | None:
+        """Midpoint in ticks (a float: for analytics, never for matching)."""
+        if self.bid is None or self.ask is None:
+            return None
+        return (self.bid + self.ask) / 2
+
+    @property
+    def microprice(self) -> float | None:
+        """Size-weighted mid: leans towards the side with less size."""
+        if self.bid is None or self.ask is None or not self.bid_size + self.ask_size:
+            return None
+        return (self.bid * self.ask_size + self.ask * self.bid_size) / (
+            self.bid_size + self.ask_size)
+
+
+class StrategyFill(msgspec.Struct, frozen=True):
+    """One fill of a strategy order."""
+
+    order_id: int
+    side: Side
+    price: int
+    quantity: int
+    timestamp: int
+    liquidity: str
+
+
+class OpenOrder(msgspec.Struct):
+    """A strategy order the engine still holds (as far as the strategy knows)."""
+
+    order_id: int
+    side: Side
+    price: int | None
+    remaining: int
+
+
+class BaseStrategy:
+    """Subclass and override `on_market_data` (and maybe `on_fill`, `is_done`).
+
+    Orders go through `place`, `amend` and `cancel`: the same commands any client sends,
+    reaching the book after the backtest's latency.
+    """
+
+    name = "base"
+
+    def __init__(self) -> None:
+        self._backtest: Backtest | None = None
+        self.open_orders: dict[int, OpenOrder] = {}
+        self.position = 0
+        self.orders_sent = 0
+        self.amends_sent = 0
+        self.cancels_sent = 0
+
+    def on_start(self, view: BookView) -> None:
+        """Called once with the first view."""
+
+    def on_market_data(self, view: BookView) -> None:
+        """Called after every market-data row."""
+
+    def on_fill(self, fill: StrategyFill) -> None:
+        """Called for each fill of one of this strategy's orders."""
+
+    def on_market_trade(self, timestamp: int, price: int, quantity: int) -> None:
+        """Called for every trade of the market (not the strategy's own)."""
+
+    def on_end(self, view: BookView) -> None:
+        """Called once after the last row."""
+
+    def is_done(self) -> bool:
+        """True once the strategy wants no more market data."""
+        return False
+
+    def describe(self) -> dict[str, object]:
+        """Strategy-specific results for the report."""
+        return {}
+
+    # -- actions ---------------------------------------------------------------------------
+
+    def place(self, side: Side, quantity: int, price: int | None = None,
+              time_in_force: TimeInForce = TimeInForce.GTC, post_only: bool = False) -> int:
+        """Send a new order (market when `price` is None); return its order id."""
+        backtest = self._require()
+        order_id = backtest.next_order_id()
+        command = SubmitOrder(order_id, STRATEGY_ACCOUNT, side, quantity, price=price,
+                              order_type=OrderType.LIMIT if price is not None
+                              else OrderType.MARKET,
+                              time_in_force=time_in_force, post_only=post_only,
+                              stp=SelfTradePrevention.CANCEL_TAKER,
+                              timestamp=backtest.now + backtest.latency)
+        self.open_orders[order_id] = OpenOrder(order_id, side, price, quantity)
+        self.orders_sent += 1
+        backtest.schedule(command)
+        return order_id
+
+    def amend(self, order_id: int, quantity: int | None = None, price: int | None = None) -> None:
+        """Change an open order's total quantity and/or price."""
+        backtest = self._require()
+        self.amends_sent += 1
+        backtest.schedule(AmendOrder(order_id, quantity=quantity, price=price,
+                                     timestamp=backtest.now + backtest.latency))
+
+    def cancel(self, order_id: int) -> None:
+        """Cancel an open order."""
+        backtest = self._require()
+        self.cancels_sent += 1
+        backtest.schedule(CancelOrder(order_id, backtest.now + backtest.latency))
+
+    def cancel_all(self) -> None:
+        """Cancel every open order."""
+        for order_id in list(self.open_orders):
+            self.cancel(order_id)
+
+    @property
+    def now(self) -> int:
+        """The current data time (ns)."""
+        return self._require().now
+
+    def _require(self) -> Backtest:
+        if self._backtest is None:
+            raise RuntimeError("the strategy is not attached to a backtest")
+        return self._backtest
+
+
+class Backtest:
+    """Runs records and one strategy through a symbol actor; see the module docstring."""
+
+    def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
+                 translator: Translator | None = None) -> None:
+        self.actor = actor
+        self.spec = actor.engine.spec
+        self.strategy = strategy
+        strategy._backtest = self
+        self.latency = latency_us * 1000
+        self.translator = translator or Translator()
+        self.now = 0
+        self.view: BookView | None = None
+        self._order_ids = STRATEGY_ID_BASE
+        self._pending: list[tuple[int, int, AnyCommand]] = []
+        self._sequence = 0
+        self.fills: list[StrategyFill] = []
+        self.rejections: dict[str, int] = {}
+        self.market_trades: list[tuple[int, int, int]] = []
+        """(timestamp, price, quantity) of every historical trade: the market's VWAP."""
+        self.mids: list[tuple[int, float]] = []
+        self.samples: list[tuple[int, int, int, float | None]] = []
+        """(timestamp, position, cash in tick-lots, mid) once per data second and per fill."""
+        self.cash = 0
+        self._next_sample = 0
+        self.first_view: BookView | None = None
+        self.started_at: int | None = None
+        self._accepted: set[int] = set()
+
+    def next_order_id(self) -> int:
+        """A strategy order id (never collides with historical ids)."""
+        self._order_ids += 1
+        return self._order_ids
+
+    def schedule(self, command: AnyCommand) -> None:
+        """Apply `command` once data time reaches its timestamp (now + latency)."""
+        self._sequence += 1
+        heapq.heappush(self._pending, (command.timestamp, self._sequence, command))
+
+    async def seed(self, commands: list[AnyCommand]) -> None:
+        """Apply seeding commands (an initial book) before the data."""
+        if commands:
+            self.translator.observe(await self.actor.send_many(commands))
+
+    async def run(self, records: Iterator[MarketRecord]) -> None:
+        """Replay every record, feeding the strategy."""
+        strategy = self.strategy
+        for record in records:
+            self.now = record.timestamp
+            await self._release(record.timestamp)
+            if record.kind is Kind.PRINT and record.price is not None:
+                self._market_trade(record.timestamp, record.price, record.quantity)
+            commands = await self._commands(record)
+            view = await self._apply_row(commands)
+            self.view = view
+            if self.first_view is None:
+                if view.bid is None or view.ask is None:
+                    continue
+                self.first_view = view
+                self.started_at = view.timestamp
+                strategy.on_start(view)
+            if not strategy.is_done():
+                strategy.on_market_data(view)
+            self._sample(view)
+        if self.view is not None:
+            await self._release(self.now + self.latency)
+            strategy.on_end(self.view)
+            await self._release(self.now + self.latency + 1)
+
+    async def _commands(self, record: MarketRecord) -> list[AnyCommand]:
+        """The record's commands, with strategy orders ahead in the queue filled first."""
+        if record.kind is not Kind.EXECUTE or not self._strategy_at(record.side,
+                                                                       record.price):
+            return self.translator.translate(record)
+        side, price = record.side, record.price
+        assert side is not None and price is not None
+        queue = await self.actor.query(lambda book: book.level_orders(side, price))
+        ahead: list[tuple[int, int]] = []
+        for view in queue:
+            if view.order_id == record.order_id:
+                break
+            if view.order_id >= STRATEGY_ID_BASE:
+                ahead.append((view.order_id, view.remaining))
+        else:
+            return self.translator.translate(record)  # the executed order is not there
+        left = record.quantity
+        commands: list[AnyCommand] = []
+        for order_id, remaining in ahead:
+            if not left:
+                break
+            fill = min(remaining, left)
+            commands.append(ExecuteOrder(order_id, fill, record.timestamp))
+            left -= fill
+        if left:
+            commands += self.translator.translate(msgspec.structs.replace(record, quantity=left))
+        return commands
+
+    def _strategy_at(self, side: Side | None, price: int | None) -> bool:
+        return any(order.side is side and order.price == price
+                   for order in self.strategy.open_orders.values())
+
+    async def _apply_row(self, commands: list[AnyCommand]) -> BookView:
+        captured: list[BookView] = []
+
+        def capture(index: int, events: list[Event], book: BookReader) -> None:
+            captured.append(_view(book, self.now))
+
+        events = await self.actor.submit_rows([commands], capture)
+        self._handle(events)
+        return captured[0]
+
+    async def _release(self, until: int) -> None:
+        """Apply every strategy command due by `until`, in decision order."""
+        pending = self._pending
+        while pending and pending[0][0] <= until:
+            _, _, command = heapq.heappop(pending)
+            self._handle(await self.actor.send_many([command]))
+
+    def _handle(self, events: list[Event]) -> None:
+        self.translator.observe(events)
+        strategy = self.strategy
+        opened = strategy.open_orders
+        for event in events:
+            if isinstance(event, TradeExecuted):
+                maker, taker = event.maker_order_id, event.taker_order_id
+                if maker < STRATEGY_ID_BASE and (taker is None or taker < STRATEGY_ID_BASE):
+                    self._market_trade(event.timestamp, event.price, event.quantity)
+                for order_id, left, liquidity in ((maker, event.maker_remaining, "MAKER"),
+                                                  (taker, event.taker_remaining, "TAKER")):
+                    order = opened.get(order_id) if order_id is not None else None
+                    if order is None:
+                        continue
+                    fill = StrategyFill(order.order_id, order.side, event.price, event.quantity,
+                                        event.timestamp, liquidity)
+                    signed = event.quantity if order.side is Side.BUY else -event.quantity
+                    strategy.position += signed
+                    self.cash -= signed * event.price
+                    order.remaining = left
+                    if not left:
+                        del opened[order.order_id]
+                    self.fills.append(fill)
+                    strategy.on_fill(fill)
+                    self._sample(self.view, force=True)
+            elif isinstance(event, OrderCanceled | OrderExpired):
+                opened.pop(event.order_id, None)
+            elif isinstance(event, OrderAmended):
+                order = opened.get(event.order_id)
+                if order is not None:
+                    order.price, order.remaining = event.price, event.remaining
+            elif isinstance(event, OrderRejected):
+                if event.order_id >= STRATEGY_ID_BASE:
+                    if event.order_id not in self._accepted:  # a new order, not a change
+                        opened.pop(event.order_id, None)
+                    self.rejections[event.reason.value] = (
+                        self.rejections.get(event.reason.value, 0) + 1)
+            elif isinstance(event, OrderAccepted) and event.order.order_id >= STRATEGY_ID_BASE:
+                self._accepted.add(event.order.order_id)
+
+    def _market_trade(self, timestamp: int, price: int, quantity: int) -> None:
+        self.market_trades.append((timestamp, price, quantity))
+        self.strategy.on_market_trade(timestamp, price, quantity)
+
+    def _sample(self, view: BookView | None, force: bool = False) -> None:
+        if view is None:
+            return
+        mid = view.mid
+        if mid is not None:
+            self.mids.append((view.timestamp, mid))
+        if force or view.timestamp >= self._next_sample:
+            self.samples.append((view.timestamp, self.strategy.position, self.cash, mid))
+            self._next_sample = view.timestamp + NS
+
+
+def _view(book: BookReader, now: int) -> BookView:
+    bid = book.best_bid()
+    ask = book.best_ask()
+    return BookView(now, bid[0] if bid else None, bid[1] if bid else 0,
+                    ask[0] if ask else None, ask[1] if ask else 0)
+
+
+# -- results ------------------------------------------------------------------------------------
+
+class PnlPoint(msgspec.Struct, frozen=True, array_like=True):
+    """[timestamp, position, realized, mark_to_mid] (money in price units)."""
+
+    timestamp: int
+    position: str
+    realized: str
+    mark_to_mid: str
+
+
+class BacktestResult(msgspec.Struct):
+    """Everything a backtest measured, in decimal units. Same inputs, same result."""
+
+    strategy: str
+    symbol: str
+    parameters: dict[str, str]
+    latency_us: int
+    start: int | None
+    end: int | None
+    fills: int
+    filled_quantity: str
+    average_price: str | None
+    arrival_price: str | None
+    implementation_shortfall_bps: float | None
+    market_vwap: str | None
+    slippage_vs_vwap_bps: float | None
+    fill_ratio: float | None
+    orders_sent: int
+    amends_sent: int
+    cancels_sent: int
+    rejections: dict[str, int]
+    final_position: str
+    realized_pnl: str
+    mark_to_mid_pnl: str
+    max_drawdown: str
+    markouts_bps: dict[str, float | None]
+    pnl: list[PnlPoint]
+    fill_list: list[StrategyFill]
+    translation: TranslationStats
+    details: dict[str, object]
+
+    def table(self) -> str:
+        """A human-readable summary."""
+        def show(value: object) -> str:
+            if value is None:
+                return "-"
+            if isinstance(value, float):
+                return f"{value:,.2f}"
+            return str(value)
+
+        rows = [
+            ("strategy", self.strategy), ("symbol", self.symbol),
+            ("fills", self.fills), ("filled quantity", self.filled_quantity),
+            ("average price", self.average_price), ("arrival price", self.arrival_price),
+            ("implementation shortfall (bps)", self.implementation_shortfall_bps),
+            ("market VWAP", self.market_vwap),
+            ("slippage vs VWAP (bps)", self.slippage_vs_vwap_bps),
+            ("fill ratio", self.fill_ratio),
+            ("orders / amends / cancels",
+             f"{self.orders_sent} / {self.amends_sent} / {self.cancels_sent}"),
+            ("final position", self.final_position),
+            ("realized PnL", self.realized_pnl), ("mark-to-mid PnL", self.mark_to_mid_pnl),
+            ("max drawdown", self.max_drawdown),
+        ]
+        rows += [(f"markout {h} (bps)", v) for h, v in self.markouts_bps.items()]
+        rows += [(key, value) for key, value in self.details.items()]
+        rows += [("clipped historical events", self.translation.clipped)]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {show(value)}" for name, value in rows)
+
+
+def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, str],
+                 target: int | None, side: Side | None) -> BacktestResult:
+    """Compute the report from a finished backtest."""
+    spec = backtest.spec
+    tick, lot = spec.tick_size, spec.lot_size
+    fills = backtest.fills
+    filled = sum(f.quantity for f in fills)
+    notional = sum(f.quantity * f.price for f in fills)
+    average = Decimal(notional) / filled if filled else None
+    arrival = backtest.first_view.mid if backtest.first_view else None
+    start = backtest.started_at
+    end = backtest.now if fills or backtest.started_at else None
+    trades = [(ts, p, q) for ts, p, q in backtest.market_trades
+              if start is not None and start <= ts <= (end or ts)]
+    volume = sum(q for _, _, q in trades)
+    vwap = Decimal(sum(p * q for _, p, q in trades)) / volume if volume else None
+    sign = 1 if side is Side.BUY else -1 if side is Side.SELL else None
+    shortfall = slippage = None
+    if sign is not None and average is not None and arrival:
+        shortfall = float(sign * (average - Decimal(arrival)) / Decimal(arrival) * 10_000)
+    if sign is not None and average is not None and vwap:
+        slippage = float(sign * (average - vwap) / vwap * 10_000)
+    points, realized, drawdown = _pnl_series(backtest)
+    final_mid = next((mid for *_, mid in reversed(backtest.samples) if mid is not None), None)
+    position = backtest.strategy.position
+    mark = (backtest.cash + position * final_mid) if final_mid is not None else backtest.cash
+    return BacktestResult(
+        strategy=strategy_name, symbol=spec.symbol, parameters=parameters,
+        latency_us=backtest.latency // 1000, start=start, end=end, fills=len(fills),
+        filled_quantity=_money(filled, lot), average_price=_price(average, tick),
+        arrival_price=_price(Decimal(arrival) if arrival is not None else None, tick),
+        implementation_shortfall_bps=_round(shortfall), market_vwap=_price(vwap, tick),
+        slippage_vs_vwap_bps=_round(slippage),
+        fill_ratio=_round(filled / target if target else None, 6),
+        orders_sent=backtest.strategy.orders_sent, amends_sent=backtest.strategy.amends_sent,
+        cancels_sent=backtest.strategy.cancels_sent, rejections=dict(backtest.rejections),
+        final_position=_money(position, lot), realized_pnl=_money_value(realized, tick * lot),
+        mark_to_mid_pnl=_money_value(mark, tick * lot),
+        max_drawdown=_money_value(drawdown, tick * lot),
+        markouts_bps={f"{h}s": _round(_markout(backtest, h)) for h in (1, 10, 60)},
+        pnl=points, fill_list=fills, translation=backtest.translator.stats,
+        details=backtest.strategy.describe())
+
+
+def _pnl_series(backtest: Backtest) -> tuple[list[PnlPoint], float, float]:
+    """Realized (average cost) and mark-to-mid PnL at each sample; max drawdown of the latter."""
+    spec = backtest.spec
+    money = spec.tick_size * spec.lot_size
+    fills = sorted(backtest.fills, key=lambda f: f.timestamp)
+    position = 0
+    cost = 0.0  # average-cost basis of the open position, in tick-lots
+    realized = 0.0
+    points: list[PnlPoint] = []
+    peak = -math.inf
+    drawdown = 0.0
+    index = 0
+    last_mid: float | None = None
+    for ts, held, cash, mid in backtest.samples:
+        last_mid = mid if mid is not None else last_mid
+        while index < len(fills) and fills[index].timestamp <= ts:
+            fill = fills[index]
+            index += 1
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            if position == 0 or (position > 0) == (signed > 0):
+                cost += signed * fill.price
+                position += signed
+                continue
+            closing = min(abs(signed), abs(position))
+            average_cost = cost / position
+            realized += closing * (fill.price - average_cost) * (1 if position > 0 else -1)
+            cost -= average_cost * closing * (1 if position > 0 else -1)
+            position += signed
+            if position == 0:
+                cost = 0.0
+            elif abs(signed) > closing:  # flipped: the rest opens at the fill price
+                cost = position * fill.price
+        mark = cash if last_mid is None else cash + held * last_mid
+        peak = max(peak, mark)
+        drawdown = max(drawdown, peak - mark)
+        points.append(PnlPoint(ts, _money(held, spec.lot_size),
+                               _money_value(realized, money), _money_value(mark, money)))
+    return points, realized, drawdown
+
+
+def _markout(backtest: Backtest, horizon: int) -> float | None:
+    """Mean of (mid after `horizon` seconds - fill price) x side, in bps of the fill price."""
+    mids = backtest.mids
+    if not mids or not backtest.fills:
+        return None
+    times = [ts for ts, _ in mids]
+    values: list[float] = []
+    for fill in backtest.fills:
+        later = fill.timestamp + horizon * NS
+        if later > times[-1]:
+            continue  # the data ends before the horizon
+        index = bisect.bisect_right(times, later) - 1
+        sign = 1 if fill.side is Side.BUY else -1
+        values.append(sign * (mids[index][1] - fill.price) / fill.price * 10_000)
+    return sum(values) / len(values) if values else None
+
+
+def _price(value: Decimal | None, tick: Decimal) -> str | None:
+    if value is None:
+        return None
+    return format((value * tick).quantize(tick * Decimal("0.0001")).normalize(), "f")
+
+
+def _money(value: int, unit: Decimal) -> str:
+    return format(unit * value, "f")
+
+
+def _money_value(value: float, unit: Decimal) -> str:
+    return format((Decimal(repr(value)) * unit).quantize(Decimal("0.0001")), "f")
+
+
+def _round(value: float | None, places: int = 4) -> float | None:
+    return None if value is None else round(value, places)
+
+
+async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
+                       strategy: BaseStrategy, *, latency_us: int = 0,
+                       seed_levels: list[tuple[Side, int, int]] | None = None,
+                       strategy_name: str | None = None,
+                       parameters: dict[str, str] | None = None,
+                       target: int | None = None, side: Side | None = None) -> BacktestResult:
+    """Run a backtest on an in-process exchange with one symbol; return its result."""
+    exchange = Exchange([spec])
+    exchange.start()
+    try:
+        backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us)
+        iterator = iter(records)
+        if seed_levels:
+            first = next(iterator)
+            await backtest.seed(backtest.translator.seed(seed_levels, first.timestamp))
+        await backtest.run(iterator)
+    finally:
+        await exchange.stop()
+    return build_result(backtest, strategy_name or strategy.name, parameters or {}, target,
+                        side)
+
+
+class BacktestEngine:
+    """The notebook API: configure once, `run()` to get a BacktestResult."""
+
+    def __init__(self, records: Iterable[MarketRecord], spec: InstrumentSpec,
+                 strategy: BaseStrategy, latency_us: int = 0,
+                 seed_levels: list[tuple[Side, int, int]] | None = None) -> None:
+        self.records = records
+        self.spec = spec
+        self.strategy = strategy
+        self.latency_us = latency_us
+        self.seed_levels = seed_levels
+
+    def run(self) -> BacktestResult:
+        """Run to completion (starts its own event loop)."""
+        target = getattr(self.strategy, "quantity", None)
+        side = getattr(self.strategy, "side", None)
+        return asyncio.run(run_backtest(
+            self.records, self.spec, self.strategy, latency_us=self.latency_us,
+            seed_levels=self.seed_levels, target=target, side=side))

@@ -1,0 +1,315 @@
+"""One normalized market-data record, and one streaming reader per source format.
+
+Every reader yields `MarketRecord`s in file order and never holds the file in memory. Prices
+are integer ticks and quantities integer lots of the instrument spec the reader was given
+(`natural_spec` says what a format implies when the symbol is not configured). A row that
+cannot be read raises `BadRowError` with the file, the line number and the reason; the caller
+decides whether to stop or skip (`--on-error`).
+
+    format          rows                                     spec when not configured
+    csv             lobgw's own: ts,msg_type,side,price,...   (must be configured)
+    lobster         LOBSTER message files, types 1-7          tick 1, lot 1 (price x 10000)
+    databento-mbo   Databento MBO as CSV                      tick from the price precision
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import enum
+from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import msgspec
+
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side, TimeInForce
+from lobgw.errors import InputError
+
+FORMATS = ("csv", "lobster", "databento-mbo")
+
+
+class Kind(enum.Enum):
+    """What a record does to the book."""
+
+    ADD = "ADD"                # a new resting limit order
+    REDUCE = "REDUCE"          # take `quantity` off an order (partial cancel)
+    DELETE = "DELETE"          # remove an order
+    EXECUTE = "EXECUTE"        # a visible execution of `quantity` against an order
+    MODIFY = "MODIFY"          # new price and/or size (Databento M): priority rules apply
+    PRINT = "PRINT"            # a trade that does not touch the visible book (hidden, cross)
+    CLEAR = "CLEAR"            # remove every order (Databento R)
+    HALT = "HALT"              # trading halt / resume indicator (LOBSTER 7)
+    NONE = "NONE"              # nothing for the book (Databento F/N)
+    MARKET = "MARKET"          # csv: a market order
+    AMEND = "AMEND"            # csv: amend to a new total quantity and/or price
+
+    __hash__ = object.__hash__
+
+
+class MarketRecord(msgspec.Struct, frozen=True, gc=False):
+    """One row of any source, normalized."""
+
+    line: int
+    timestamp: int
+    """Nanoseconds: since midnight for LOBSTER, since the Unix epoch for Databento and csv."""
+    kind: Kind
+    order_id: int = 0
+    side: Side | None = None
+    price: int | None = None
+    quantity: int = 0
+    time_in_force: TimeInForce = TimeInForce.GTC
+    post_only: bool = False
+    account: str | None = None
+    aggressor: bool = False
+    """For PRINT: the record is the aggressor's side of a trade (Databento T)."""
+
+
+class BadRowError(Exception):
+    """A row that cannot be read: where, and why."""
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+        self.kind = reason.split(":", 1)[0]
+
+
+# -- LOBSTER ----------------------------------------------------------------------------------
+
+LOBSTER_EMPTY_ASK = 9_999_999_999
+LOBSTER_EMPTY_BID = -9_999_999_999
+
+
+def lobster_spec(symbol: str) -> InstrumentSpec:
+    """LOBSTER's natural units: integer prices in USD x 10000, whole shares."""
+    return InstrumentSpec(symbol, Decimal(1), Decimal(1))
+
+
+def read_lobster(path: Path) -> Iterator[MarketRecord]:
+    """LOBSTER message rows: time, type, order id, size, price, direction[, mpid].
+
+    Accepts a header row, CRLF line ends, a missing final newline and a 7th column. The loop
+    is written out flat because replay reads hundreds of thousands of rows per second.
+    """
+    kinds = _LOBSTER_KINDS
+    buy, sell, halt = Side.BUY, Side.SELL, Kind.HALT
+    with path.open(newline="") as handle:
+        for line, row in enumerate(csv.reader(handle), start=1):
+            if not row or (line == 1 and not _is_number(row[0])):
+                continue
+            try:
+                ts_text, kind_code, order_text, size_text, price_text, direction = row[:6]
+                kind = kinds[kind_code]
+                size = int(size_text)
+                whole, _, fraction = ts_text.partition(".")
+                ts = int(whole) * 1_000_000_000 + int(fraction.ljust(9, "0")[:9] or 0)
+                if direction == "1":
+                    side = buy
+                elif direction == "-1":
+                    side = sell
+                else:
+                    raise ValueError(f"direction must be 1 or -1, got {direction!r}")
+                if size <= 0 and kind is not halt:
+                    raise ValueError(f"size must be positive, got {size}")
+                yield MarketRecord(line, ts, kind, int(order_text), side, int(price_text), size)
+            except KeyError:
+                raise BadRowError(path, line, f"unknown type: {row[1]!r}") from None
+            except ValueError as error:
+                raise BadRowError(path, line, f"unparseable: {error}") from None
+
+
+_LOBSTER_KINDS = {"1": Kind.ADD, "2": Kind.REDUCE, "3": Kind.DELETE, "4": Kind.EXECUTE,
+                  "5": Kind.PRINT, "6": Kind.PRINT, "7": Kind.HALT}
+
+
+def read_lobster_book_row(path: Path, row_number: int = 1) -> list[tuple[Side, int, int]]:
+    """The levels of one row of a LOBSTER orderbook file as (side, price, size)."""
+    with path.open(newline="") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if number < row_number:
+                continue
+            levels = []
+            values = [int(value) for value in row]
+            for index in range(0, len(values), 4):
+                ask, ask_size, bid, bid_size = values[index:index + 4]
+                if ask_size and ask != LOBSTER_EMPTY_ASK:
+                    levels.append((Side.SELL, ask, ask_size))
+                if bid_size and bid != LOBSTER_EMPTY_BID:
+                    levels.append((Side.BUY, bid, bid_size))
+            return levels
+    raise ValueError(f"{path} has no row {row_number}")
+
+
+# -- Databento MBO ------------------------------------------------------------------------------
+
+_DATABENTO_ACTIONS = {"A": Kind.ADD, "C": Kind.REDUCE, "M": Kind.MODIFY, "R": Kind.CLEAR,
+                      "T": Kind.PRINT, "F": Kind.NONE, "N": Kind.NONE}
+_DATABENTO_SIDES = {"A": Side.SELL, "B": Side.BUY, "N": None}
+
+
+def databento_tick(path: Path) -> Decimal:
+    """The tick implied by the data: 10^-(most decimal places seen in the price column)."""
+    places = 0
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader)
+        column = header.index("price")
+        for row in reader:
+            if len(row) > column:
+                _, _, fraction = row[column].partition(".")
+                places = max(places, len(fraction.rstrip("0")))
+    return Decimal(1).scaleb(-places)
+
+
+def databento_spec(symbol: str, path: Path, tick_size: Decimal | None = None) -> InstrumentSpec:
+    """The spec a Databento file implies: its price precision, whole contracts."""
+    return InstrumentSpec(symbol, tick_size or databento_tick(path), Decimal(1))
+
+
+def iso_to_ns(text: str) -> int:
+    """'2025-09-24 19:30:00.000860311+00:00' (or a plain integer) -> Unix nanoseconds."""
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    head, _, rest = text.partition(".")
+    digits = ""
+    zone = ""
+    for position, char in enumerate(rest):
+        if not char.isdigit():
+            zone = rest[position:]
+            break
+        digits += char
+    moment = datetime.datetime.fromisoformat(head.replace("T", " ") + (zone or "+00:00"))
+    return int(moment.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
+
+
+def read_databento(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
+    """Databento MBO records as CSV, with or without the leading `ts_recv` column."""
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        try:
+            header = [name.strip() for name in next(reader)]
+        except StopIteration:
+            return
+        try:
+            columns = {name: header.index(name) for name in
+                       ("ts_event", "action", "side", "price", "size", "order_id")}
+        except ValueError as missing:
+            raise BadRowError(path, 1, f"header: missing column ({missing})") from None
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                yield _databento_record(line, row, columns, spec)
+            except (ValueError, IndexError, InvalidOperation, InputError) as error:
+                raise BadRowError(path, line, f"unparseable: {error}") from None
+
+
+def _databento_record(line: int, row: list[str], columns: dict[str, int],
+                      spec: InstrumentSpec) -> MarketRecord:
+    action = row[columns["action"]].strip()
+    kind = _DATABENTO_ACTIONS.get(action)
+    if kind is None:
+        raise ValueError(f"unknown action {action!r}")
+    side_code = row[columns["side"]].strip()
+    if side_code not in _DATABENTO_SIDES:
+        raise ValueError(f"unknown side {side_code!r}")
+    side = _DATABENTO_SIDES[side_code]
+    ts = iso_to_ns(row[columns["ts_event"]])
+    if kind in (Kind.CLEAR, Kind.NONE):
+        return MarketRecord(line, ts, kind)
+    price_text = row[columns["price"]].strip()
+    price = spec.price_to_ticks(Decimal(price_text)) if price_text else None
+    size = int(row[columns["size"]])
+    order_id = int(row[columns["order_id"]])
+    if kind in (Kind.ADD, Kind.MODIFY) and (side is None or price is None or size <= 0):
+        raise ValueError(f"{action} needs a side, a price and a positive size")
+    return MarketRecord(line, ts, kind, order_id, side, price, size, aggressor=kind is Kind.PRINT)
+
+
+# -- lobgw csv ------------------------------------------------------------------------------------
+
+CSV_HEADER = ("ts", "msg_type", "side", "price", "qty", "order_id")
+CSV_OPTIONAL = ("tif", "flags", "account")
+
+
+class _CsvRow(msgspec.Struct):
+    ts: int
+    msg_type: str
+    side: str
+    price: str
+    qty: str
+    order_id: int
+
+
+def read_csv(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
+    """lobgw's own format (see README): ts,msg_type,side,price,qty,order_id[,tif,flags,account].
+
+    `ts` is Unix nanoseconds; `msg_type` is ADD (limit), MARKET, CANCEL or AMEND; `price` and
+    `qty` are decimals checked against the symbol's tick and lot; `flags` may be POST_ONLY.
+    """
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        if tuple(header[:6]) != CSV_HEADER or any(h not in CSV_OPTIONAL for h in header[6:]):
+            raise BadRowError(path, 1, "header: expected " + ",".join(CSV_HEADER)
+                         + "[," + ",".join(CSV_OPTIONAL) + "]")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                yield _csv_record(line, dict(zip(header, (v.strip() for v in row), strict=False)),
+                                  spec)
+            except (ValueError, KeyError, InvalidOperation) as error:
+                raise BadRowError(path, line, f"unparseable: {error}") from None
+            except InputError as error:
+                raise BadRowError(path, line, f"{error.code}: {error.field}: {error.reason}"
+                             ) from None
+
+
+def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketRecord:
+    kind = {"ADD": Kind.ADD, "MARKET": Kind.MARKET, "CANCEL": Kind.DELETE,
+            "AMEND": Kind.AMEND}.get(row["msg_type"].upper())
+    if kind is None:
+        raise ValueError(f"unknown msg_type {row['msg_type']!r}")
+    side = None
+    if row.get("side"):
+        side = Side(row["side"].upper())
+    price = spec.price_to_ticks(Decimal(row["price"])) if row.get("price") else None
+    quantity = spec.quantity_to_lots(Decimal(row["qty"]), "qty") if row.get("qty") else 0
+    if kind in (Kind.ADD, Kind.MARKET) and (side is None or not quantity):
+        raise ValueError(f"{row['msg_type']} needs a side and a quantity")
+    if kind is Kind.ADD and price is None:
+        raise ValueError("ADD needs a price")
+    if kind is Kind.AMEND and price is None and not quantity:
+        raise ValueError("AMEND needs a new price or quantity")
+    tif = TimeInForce(row["tif"].upper()) if row.get("tif") else TimeInForce.GTC
+    flags = {flag.strip().upper() for flag in row.get("flags", "").split("|") if flag.strip()}
+    unknown = flags - {"POST_ONLY"}
+    if unknown:
+        raise ValueError(f"unknown flags {sorted(unknown)}")
+    return MarketRecord(line, int(row["ts"]), kind, int(row["order_id"]), side, price, quantity,
+                        tif, "POST_ONLY" in flags, row.get("account") or None)
+
+
+def read_records(fmt: str, path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
+    """The reader for `fmt`."""
+    if fmt == "lobster":
+        return read_lobster(path)
+    if fmt == "databento-mbo":
+        return read_databento(path, spec)
+    if fmt == "csv":
+        return read_csv(path, spec)
+    raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+

@@ -1,0 +1,337 @@
+"""Replay market data through a symbol actor's queue (or into a running gateway).
+
+    records (reader) -> Translator -> commands -> actor queue -> engine -> events
+
+Rows are sent in chunks, a few chunks in flight at once, so the actor drains big batches.
+`--book-out` asks the actor to call back after every row (inside its turn) and writes the top
+levels in LOBSTER's orderbook layout, one output row per input row. `--speed X` paces rows by
+their data time divided by X. A bad row stops the replay (`--on-error stop`, with file, line
+and reason) or is counted and skipped (`--on-error skip`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Literal
+
+import msgspec
+
+from lobgw.actors import BookReader, SymbolActor
+from lobgw.book.commands import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    ExecuteOrder,
+    ReduceOrder,
+    SubmitOrder,
+)
+from lobgw.book.events import Event
+from lobgw.book.instrument import InstrumentSpec, SpecFormat
+from lobgw.book.types import Side
+from lobgw.errors import OverloadedError
+from lobgw.sim.records import LOBSTER_EMPTY_ASK, LOBSTER_EMPTY_BID, BadRowError, MarketRecord
+from lobgw.sim.translate import TranslationStats, Translator
+
+CHUNK_COMMANDS = 2048
+IN_FLIGHT = 4
+OnError = Literal["stop", "skip"]
+
+
+class ReplaySummary(msgspec.Struct):
+    """What a replay did."""
+
+    rows: int = 0
+    commands: int = 0
+    events: int = 0
+    trades: int = 0
+    skipped_rows: int = 0
+    errors: dict[str, int] = msgspec.field(default_factory=dict)
+    translation: TranslationStats = msgspec.field(default_factory=TranslationStats)
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        """Input rows per wall-clock second."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+    def table(self) -> str:
+        """A human-readable summary."""
+        t = self.translation
+        lines = [
+            f"rows             {self.rows:>12,}   ({self.rows_per_second:,.0f} rows/s, "
+            f"{self.seconds:.2f} s)",
+            f"commands         {self.commands:>12,}",
+            f"events           {self.events:>12,}",
+            f"trades           {self.trades:>12,}   (+ {t.prints:,} prints off the visible "
+            "book)",
+            f"unknown orders   {t.unknown_orders:>12,}   (skipped; {t.seeded_hits:,} taken "
+            "from the seeded book)",
+            f"clipped          {t.clipped:>12,}",
+            f"halts            {t.halts:>12,}",
+            f"clears           {t.clears:>12,}",
+            f"skipped rows     {self.skipped_rows:>12,}",
+        ]
+        lines += [f"  error {kind:<20} {count:,}" for kind, count in sorted(self.errors.items())]
+        return "\n".join(lines)
+
+
+class BookWriter:
+    """Writes the top `levels` after each input row in LOBSTER's orderbook layout."""
+
+    def __init__(self, handle: IO[str], levels: int, spec: InstrumentSpec,
+                 integer_prices: bool) -> None:
+        self.handle = handle
+        self.levels = levels
+        self.fmt = SpecFormat(spec)
+        self.integer_prices = integer_prices
+        self.pending: list[str] = []
+
+    def capture(self, book: BookReader) -> str:
+        """The current top levels as one CSV line."""
+        bids, asks = book.depth(self.levels)
+        fields: list[str] = []
+        price = str if self.integer_prices else self.fmt.price
+        quantity = str if self.integer_prices else self.fmt.quantity
+        for index in range(self.levels):
+            if index < len(asks):
+                fields += (price(asks[index][0]), quantity(asks[index][1]))
+            else:
+                fields += (str(LOBSTER_EMPTY_ASK), "0")
+            if index < len(bids):
+                fields += (price(bids[index][0]), quantity(bids[index][1]))
+            else:
+                fields += (str(LOBSTER_EMPTY_BID), "0")
+        return ",".join(fields)
+
+    def after_row(self, index: int, events: list[Event], book: BookReader) -> None:
+        """Actor row hook: capture the book after one input row."""
+        self.pending.append(self.capture(book))
+
+    def flush(self) -> None:
+        """Write out the captured rows."""
+        if self.pending:
+            self.handle.write("\n".join(self.pending) + "\n")
+            self.pending.clear()
+
+
+class Progress:
+    """A one-line progress display on stderr (only when it is a terminal)."""
+
+    def __init__(self, enabled: bool | None = None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.started = time.perf_counter()
+        self.shown = 0.0
+
+    def update(self, rows: int) -> None:
+        """Refresh at most twice a second."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if now - self.shown >= 0.5:
+            self.shown = now
+            rate = rows / max(now - self.started, 1e-9)
+            sys.stderr.write(f"\r{rows:>12,} rows  {rate:>10,.0f} rows/s")
+            sys.stderr.flush()
+
+    def done(self) -> None:
+        """Clear the line."""
+        if self.enabled:
+            sys.stderr.write("\r" + " " * 40 + "\r")
+
+
+class Replayer:
+    """Drives records through a translator into an actor."""
+
+    def __init__(self, actor: SymbolActor, translator: Translator, *,
+                 on_error: OnError = "stop", book: BookWriter | None = None,
+                 speed: float | None = None, progress: Progress | None = None) -> None:
+        self.actor = actor
+        self.translator = translator
+        self.on_error = on_error
+        self.book = book
+        self.speed = speed
+        self.progress = progress or Progress(False)
+        self.summary = ReplaySummary(translation=translator.stats)
+        self._in_flight: collections.deque[asyncio.Future[list[Event]]] = collections.deque()
+
+    async def seed(self, commands: list[AnyCommand]) -> None:
+        """Apply seeding commands first (an initial book)."""
+        if commands:
+            self._count(await self.actor.send_many(commands))
+
+    async def run(self, records: Iterator[MarketRecord]) -> ReplaySummary:
+        """Replay every record; return the summary."""
+        started = time.perf_counter()
+        rows: list[list[AnyCommand]] = []
+        commands_in_chunk = 0
+        first_ts: int | None = None
+        pace_start = time.perf_counter()
+        translate = self.translator.translate
+        summary = self.summary
+        while True:
+            try:
+                record = next(records)
+            except StopIteration:
+                break
+            except BadRowError as error:
+                if self.on_error == "stop":
+                    await self._drain(rows)
+                    raise
+                summary.skipped_rows += 1
+                summary.errors[error.kind] = summary.errors.get(error.kind, 0) + 1
+                summary.rows += 1
+                rows.append([])
+                continue
+            summary.rows += 1
+            if self.speed:
+                first_ts = record.timestamp if first_ts is None else first_ts
+                due = pace_start + (record.timestamp - first_ts) / 1e9 / self.speed
+                delay = due - time.perf_counter()
+                if delay > 0.001:
+                    await self._submit(rows)
+                    rows, commands_in_chunk = [], 0
+                    await asyncio.sleep(delay)
+            try:
+                row = translate(record)
+            except KeyError as error:  # csv: a cancel or amend of an order never added
+                if self.on_error == "stop":
+                    await self._drain(rows)
+                    raise BadRowError(Path("input"), record.line,
+                                      f"unknown order: {error.args[0]}") from None
+                summary.skipped_rows += 1
+                summary.errors["unknown order"] = summary.errors.get("unknown order", 0) + 1
+                row = []
+            rows.append(row)
+            commands_in_chunk += len(row)
+            if commands_in_chunk >= CHUNK_COMMANDS or len(rows) >= CHUNK_COMMANDS:
+                await self._submit(rows)
+                rows, commands_in_chunk = [], 0
+                self.progress.update(summary.rows)
+        await self._drain(rows)
+        self.progress.done()
+        summary.seconds = time.perf_counter() - started
+        return summary
+
+    async def _drain(self, rows: list[list[AnyCommand]]) -> None:
+        await self._submit(rows)
+        while self._in_flight:
+            self._count(await self._in_flight.popleft())
+        if self.book is not None:
+            self.book.flush()
+
+    async def _submit(self, rows: list[list[AnyCommand]]) -> None:
+        if not rows:
+            return
+        while len(self._in_flight) >= IN_FLIGHT:
+            self._count(await self._in_flight.popleft())
+        while True:
+            try:
+                if self.book is not None:
+                    future = self.actor.submit_rows(rows, self.book.after_row)
+                else:
+                    future = self.actor.submit_many([c for row in rows for c in row])
+                break
+            except OverloadedError:
+                if not self._in_flight:
+                    await asyncio.sleep(0.001)
+                    continue
+                self._count(await self._in_flight.popleft())
+        self.summary.commands += sum(len(row) for row in rows)
+        self._in_flight.append(future)
+
+    def _count(self, events: list[Event]) -> None:
+        self.summary.events += len(events)
+        self.summary.trades += self.translator.observe(events)
+        if self.book is not None:
+            self.book.flush()
+
+
+class GatewayReplayer:
+    """Replays commands into a running gateway over its WebSocket API (`--into URL`).
+
+    Historical orders become limit orders of the authenticated account with client order ids
+    `r<id>` and self-trade prevention NONE; deletes and partial cancels become cancels and
+    amends; a visible execution becomes an IOC order against that price level (the gateway's
+    API has no "execute that order"; with FIFO at the level it takes the oldest order there,
+    which is the executed one whenever the data's executions come from the front of the queue).
+    """
+
+    def __init__(self, client: object, spec: InstrumentSpec, window: int = 64) -> None:
+        from lobgw.client import LobgwClient
+
+        assert isinstance(client, LobgwClient)
+        self.client = client
+        self.spec = spec
+        self.fmt = SpecFormat(spec)
+        self.window = window
+        self.totals: dict[int, int] = {}
+        self.pending: collections.deque[asyncio.Future[object]] = collections.deque()
+        self.refused = 0
+
+    async def send(self, command: AnyCommand) -> None:
+        """Send one engine command as the equivalent API request."""
+        message = self._message(command)
+        if message is None:
+            return
+        while len(self.pending) >= self.window:
+            await self._settle()
+        self.pending.append(self.client.send_nowait(message))
+
+    async def close(self) -> None:
+        """Wait for every reply."""
+        while self.pending:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        try:
+            await self.pending.popleft()
+        except Exception:
+            self.refused += 1
+
+    def _message(self, command: AnyCommand) -> dict[str, object] | None:
+        symbol = self.spec.symbol
+        if isinstance(command, SubmitOrder):
+            self.totals[command.order_id] = command.quantity
+            order: dict[str, object] = {
+                "symbol": symbol, "side": command.side.value,
+                "quantity": self.fmt.quantity(command.quantity), "stp": "NONE",
+                "type": command.order_type.value,
+                "time_in_force": command.time_in_force.value,
+                "client_order_id": f"r{command.order_id}"}
+            if command.price is not None:
+                order["price"] = self.fmt.price(command.price)
+            return {"op": "place", "order": order}
+        if isinstance(command, CancelOrder):
+            self.totals.pop(command.order_id, None)
+            return {"op": "cancel", "client_order_id": f"r{command.order_id}"}
+        if isinstance(command, ReduceOrder):
+            total = self.totals.get(command.order_id, command.quantity) - command.quantity
+            self.totals[command.order_id] = max(total, 0)
+            return {"op": "amend", "client_order_id": f"r{command.order_id}",
+                    "quantity": self.fmt.quantity(max(total, 0) or 1)}
+        if isinstance(command, AmendOrder):
+            message: dict[str, object] = {"op": "amend",
+                                          "client_order_id": f"r{command.order_id}"}
+            if command.quantity is not None:
+                self.totals[command.order_id] = command.quantity
+                message["quantity"] = self.fmt.quantity(command.quantity)
+            if command.price is not None:
+                message["price"] = self.fmt.price(command.price)
+            return message
+        if isinstance(command, ExecuteOrder):
+            return None  # resolved by execute_at (it needs the order's side and price)
+        return None
+
+    async def execute_at(self, side: Side, price: int, quantity: int) -> None:
+        """An IOC order that trades `quantity` against the resting `side` at `price`."""
+        while len(self.pending) >= self.window:
+            await self._settle()
+        self.pending.append(self.client.send_nowait({"op": "place", "order": {
+            "symbol": self.spec.symbol, "side": ("SELL" if side is Side.BUY else "BUY"),
+            "quantity": self.fmt.quantity(quantity), "price": self.fmt.price(price),
+            "time_in_force": "IOC", "stp": "NONE"}}))

@@ -1,0 +1,249 @@
+"""Execution and market-making strategies for backtests.
+
+All three decide in data time from the book view they are given and act only through
+`place` / `amend` / `cancel`, so they run unchanged against any replayed data.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from lobgw.book.types import Side, TimeInForce
+from lobgw.sim.backtest import BaseStrategy, BookView, StrategyFill
+
+
+class ScheduledExecution(BaseStrategy):
+    """Buy or sell `quantity` between `start` and `end` following a target schedule.
+
+    At each slice boundary the strategy cancels its working order and sends a new limit order
+    for everything the schedule says should be done by now but is not (so unfilled quantity is
+    caught up in later slices), priced at the far touch (it crosses the spread) but never
+    beyond `limit_price` (protection: beyond it the order rests at the limit). At `end` the
+    leftover is cancelled and reported as the shortfall.
+    """
+
+    def __init__(self, side: Side, quantity: int, start: int, end: int, slices: int,
+                 limit_price: int | None = None) -> None:
+        super().__init__()
+        if quantity <= 0 or slices <= 0 or end <= start:
+            raise ValueError("quantity and slices must be positive and end after start")
+        self.side = side
+        self.quantity = quantity
+        self.start = start
+        self.end = end
+        self.slices = slices
+        self.limit_price = limit_price
+        self.filled = 0
+        self.slice_index = -1
+        self.working: int | None = None
+        self.finished = False
+        self.shortfall = 0
+
+    def target(self, now: int, slice_index: int) -> int:
+        """Cumulative quantity the schedule wants done by the end of `slice_index`."""
+        return self.quantity * (slice_index + 1) // self.slices
+
+    def on_market_data(self, view: BookView) -> None:
+        """Act at slice boundaries; stop at the end of the window."""
+        now = view.timestamp
+        if self.finished or now < self.start:
+            return
+        if now >= self.end:
+            self._finish()
+            return
+        index = min(self.slices - 1, (now - self.start) * self.slices // (self.end - self.start))
+        if index == self.slice_index:
+            return
+        self.slice_index = index
+        if self.working is not None:
+            self.cancel(self.working)
+            self.working = None
+        wanted = min(self.quantity, self.target(now, index)) - self.filled
+        if wanted <= 0:
+            return
+        price = view.ask if self.side is Side.BUY else view.bid
+        if price is None or (self.limit_price is not None and
+                             (price > self.limit_price if self.side is Side.BUY
+                              else price < self.limit_price)):
+            price = self.limit_price
+        if price is None:
+            return  # nothing to price against and no limit: wait for the next slice
+        self.working = self.place(self.side, wanted, price, TimeInForce.GTC)
+
+    def on_fill(self, fill: StrategyFill) -> None:
+        """Count what is done."""
+        self.filled += fill.quantity
+        if fill.order_id == self.working and fill.order_id not in self.open_orders:
+            self.working = None
+
+    def on_end(self, view: BookView) -> None:
+        """The data ended: treat it as the end of the window."""
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.cancel_all()
+            self.working = None
+        self.shortfall = self.quantity - self.filled
+
+    def is_done(self) -> bool:
+        """Done once the window closed."""
+        return self.finished
+
+    def describe(self) -> dict[str, object]:
+        """Target, shortfall and schedule facts."""
+        return {"target_quantity": self.quantity, "shortfall_quantity": self.shortfall,
+                "slices": self.slices, "window_ns": [self.start, self.end],
+                "finished_on_time": self.filled >= self.quantity}
+
+
+class Twap(ScheduledExecution):
+    """Equal slices in time."""
+
+    name = "twap"
+
+
+class Vwap(ScheduledExecution):
+    """Slices that follow a volume profile.
+
+    The profile is either given (one weight per slice, from a file), or estimated from the
+    traded volume of the data. The causal estimate (the default) knows only the volume seen so
+    far: it assumes the slices still to come will trade as much as the average slice so far.
+    `lookahead=True` instead uses the data's actual volume per slice, which a real trader
+    could not know; results computed that way are labelled `profile: look-ahead`.
+    """
+
+    name = "vwap"
+
+    def __init__(self, side: Side, quantity: int, start: int, end: int, slices: int,
+                 limit_price: int | None = None, profile: list[float] | None = None,
+                 lookahead_volumes: list[int] | None = None) -> None:
+        super().__init__(side, quantity, start, end, slices, limit_price)
+        if profile is not None and len(profile) != slices:
+            raise ValueError(f"the profile has {len(profile)} weights for {slices} slices")
+        if lookahead_volumes is not None and len(lookahead_volumes) != slices:
+            raise ValueError("look-ahead volumes must have one entry per slice")
+        self.profile = profile
+        self.lookahead = lookahead_volumes
+        self.volume_by_slice = [0] * slices
+        self.profile_kind = ("file" if profile is not None else
+                             "look-ahead" if lookahead_volumes is not None else "causal")
+
+    def on_market_trade(self, timestamp: int, price: int, quantity: int) -> None:
+        """Count market volume per slice (what the causal profile learns from)."""
+        if self.start <= timestamp < self.end:
+            index = (timestamp - self.start) * self.slices // (self.end - self.start)
+            self.volume_by_slice[index] += quantity
+
+    def target(self, now: int, slice_index: int) -> int:
+        """Cumulative target by the end of `slice_index` under the chosen profile."""
+        if self.profile is not None:
+            weights = self.profile
+        elif self.lookahead is not None:
+            weights = [float(v) for v in self.lookahead]
+        else:
+            seen = self.volume_by_slice[:slice_index]
+            average = (sum(seen) / len(seen)) if seen and sum(seen) else 1.0
+            weights = [float(v) for v in seen] + [average] * (self.slices - len(seen))
+        total = sum(weights)
+        if total <= 0:
+            return super().target(now, slice_index)
+        done = sum(weights[:slice_index + 1])
+        return math.floor(self.quantity * done / total + 1e-9)
+
+    def describe(self) -> dict[str, object]:
+        """Adds the profile used."""
+        return {**super().describe(), "profile": self.profile_kind}
+
+
+def read_profile(path: Path) -> list[float]:
+    """A volume profile file: one weight per line (or `bin,weight`), in slice order."""
+    weights = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            weights.append(float(line.split(",")[-1]))
+    return weights
+
+
+class MarketMaker(BaseStrategy):
+    """Two-sided quotes around the mid (or microprice), skewed by inventory.
+
+    The reservation price is the reference price minus `skew` ticks per lot of inventory (an
+    Avellaneda-Stoikov-style shift: long inventory lowers both quotes so sells get more likely).
+    Quotes sit `half_spread` ticks either side of it, never crossing the book (post-only), for
+    `size` lots each. A side is not quoted while a full fill of it would take inventory past
+    `max_inventory`. Quotes are moved when the book changes, at most once per `min_requote_ns`.
+    """
+
+    name = "mm"
+
+    def __init__(self, size: int, half_spread: int, skew: float, max_inventory: int,
+                 min_requote_ns: int, reference: str = "mid") -> None:
+        super().__init__()
+        if size <= 0 or half_spread < 1 or max_inventory <= 0:
+            raise ValueError("size, half_spread and max_inventory must be positive")
+        if reference not in ("mid", "micro"):
+            raise ValueError("reference must be mid or micro")
+        self.size = size
+        self.half_spread = half_spread
+        self.skew = skew
+        self.max_inventory = max_inventory
+        self.min_requote_ns = min_requote_ns
+        self.reference = reference
+        self.quotes: dict[Side, int | None] = {Side.BUY: None, Side.SELL: None}
+        self.last_quote_time = -(1 << 62)
+        self.last_book: tuple[int | None, int | None] = (None, None)
+        self.requotes = 0
+        self.max_abs_inventory = 0
+
+    def on_market_data(self, view: BookView) -> None:
+        """Requote when the touch moved (rate-limited)."""
+        book = (view.bid, view.ask)
+        if book == self.last_book or view.timestamp - self.last_quote_time < self.min_requote_ns:
+            return
+        reference = view.microprice if self.reference == "micro" else view.mid
+        if reference is None or view.bid is None or view.ask is None:
+            return
+        self.last_book = book
+        self.last_quote_time = view.timestamp
+        reservation = reference - self.skew * self.position
+        bid = min(math.floor(reservation - self.half_spread), view.ask - 1)
+        ask = max(math.ceil(reservation + self.half_spread), view.bid + 1)
+        # Hard limits: never quote a side whose full fill would pass the inventory limit.
+        self._quote(Side.BUY, bid if self.position + self.size <= self.max_inventory else None)
+        self._quote(Side.SELL, ask if self.position - self.size >= -self.max_inventory
+                    else None)
+        self.requotes += 1
+
+    def _quote(self, side: Side, price: int | None) -> None:
+        current = self.quotes[side]
+        order = self.open_orders.get(current) if current is not None else None
+        if order is None:
+            self.quotes[side] = current = None
+        if price is None or price <= 0:
+            if current is not None:
+                self.cancel(current)
+                self.quotes[side] = None
+            return
+        if current is None:
+            self.quotes[side] = self.place(side, self.size, price, post_only=True)
+        elif order is not None and order.price != price:
+            self.amend(current, price=price)
+
+    def on_fill(self, fill: StrategyFill) -> None:
+        """Track the largest inventory reached."""
+        self.max_abs_inventory = max(self.max_abs_inventory, abs(self.position))
+
+    def on_end(self, view: BookView) -> None:
+        """Pull the quotes."""
+        self.cancel_all()
+
+    def describe(self) -> dict[str, object]:
+        """Quoting facts."""
+        return {"requotes": self.requotes, "max_abs_inventory": self.max_abs_inventory,
+                "reference": self.reference}
+
+

@@ -1,0 +1,228 @@
+"""From normalized market-data records to engine commands (sans-I/O).
+
+`Translator` mirrors which historical orders are alive and how much each has left, so that
+it never sends the engine a command about an order it does not have. The repairs it makes on
+imperfect data are named and counted in `TranslationStats`:
+
+* `unknown_orders` — a reduce/delete/execute/modify of an order the data never added (a file
+  that starts mid-session). With a seeded initial book, such an event takes its quantity off
+  the seeded level at its price instead (`seeded_hits`); otherwise it is skipped.
+* `clipped` — an event asks for more than the order has left (because a backtest strategy
+  already took that liquidity, or the data is inconsistent): it is cut to what is left, or
+  skipped when nothing is left.
+* `prints` — trades that do not touch the visible book (LOBSTER 5 and 6, Databento T).
+* `halts`, `clears` — LOBSTER halts and Databento book clears.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import msgspec
+
+from lobgw.book.commands import (
+    AmendOrder,
+    AnyCommand,
+    CancelOrder,
+    ExecuteOrder,
+    ReduceOrder,
+    SubmitOrder,
+)
+from lobgw.book.events import Event, OrderCanceled, OrderExpired, TradeExecuted
+from lobgw.book.types import OrderType, SelfTradePrevention, Side
+from lobgw.sim.records import Kind, MarketRecord
+
+_LIMIT = OrderType.LIMIT
+_NO_STP = SelfTradePrevention.NONE
+_CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+
+MARKET_ACCOUNT = "market"
+"""The account of every replayed historical order."""
+SEED_ID_BASE = 1 << 59
+"""Ids of the synthetic orders that stand for a seeded book's levels."""
+
+
+# Enum members as module names: attribute access on an Enum class is slow in CPython 3.11.
+_ADD, _PRINT, _NONE, _HALT, _CLEAR, _MARKET = (Kind.ADD, Kind.PRINT, Kind.NONE, Kind.HALT,
+                                               Kind.CLEAR, Kind.MARKET)
+_DELETE, _REDUCE, _EXECUTE, _MODIFY, _AMEND = (Kind.DELETE, Kind.REDUCE, Kind.EXECUTE,
+                                               Kind.MODIFY, Kind.AMEND)
+
+
+class TranslationStats(msgspec.Struct):
+    """What the translator had to do besides the obvious."""
+
+    unknown_orders: int = 0
+    seeded_hits: int = 0
+    clipped: int = 0
+    prints: int = 0
+    print_volume: int = 0
+    halts: int = 0
+    clears: int = 0
+
+
+class Translator:
+    """Turns records into commands for one symbol; see the module docstring."""
+
+    def __init__(self, strict_unknown: bool = False) -> None:
+        self.alive: dict[int, int] = {}
+        """Historical order id -> lots left, as the engine has it."""
+        self.where: dict[int, tuple[Side, int]] = {}
+        """Where each synthetic seeded order stands."""
+        self.seeded: dict[tuple[Side, int], int] = {}
+        """(side, price) -> id of the synthetic order standing for a seeded level."""
+        self.ever_added: set[int] = set()
+        self.strict_unknown = strict_unknown
+        """csv: an unknown order id is a bad row (raise KeyError) instead of a skip."""
+        self.stats = TranslationStats()
+        self._next_seed = SEED_ID_BASE
+
+    # -- seeding ---------------------------------------------------------------------------
+
+    def seed(self, levels: Iterable[tuple[Side, int, int]], timestamp: int) -> list[AnyCommand]:
+        """Stand one synthetic order in for each (side, price, size) level."""
+        commands: list[AnyCommand] = []
+        for side, price, size in levels:
+            order_id = self._next_seed
+            self._next_seed += 1
+            self.seeded[side, price] = order_id
+            self.alive[order_id] = size
+            self.where[order_id] = (side, price)
+            commands.append(SubmitOrder(order_id, MARKET_ACCOUNT, side, size, price=price,
+                                        stp=SelfTradePrevention.NONE, timestamp=timestamp))
+        return commands
+
+    # -- records ---------------------------------------------------------------------------
+
+    def translate(self, record: MarketRecord) -> list[AnyCommand]:
+        """The commands for one record (often one, sometimes none or several)."""
+        kind = record.kind
+        if kind is _ADD:
+            return [self._add(record)]
+        ts = record.timestamp
+        if kind is _PRINT:
+            self.stats.prints += 1
+            self.stats.print_volume += record.quantity
+            return []
+        if kind is _NONE:
+            return []
+        if kind is _HALT:
+            self.stats.halts += 1
+            return []
+        if kind is _CLEAR:
+            self.stats.clears += 1
+            commands: list[AnyCommand] = [CancelOrder(order_id, ts) for order_id in self.alive]
+            self.alive.clear()
+            self.where.clear()
+            self.seeded.clear()
+            return commands
+        if kind is _MARKET:
+            assert record.side is not None
+            return [SubmitOrder(record.order_id, record.account or MARKET_ACCOUNT, record.side,
+                                record.quantity, order_type=OrderType.MARKET,
+                                time_in_force=record.time_in_force,
+                                stp=_stp(record.account), timestamp=ts)]
+        order_id = self._target(record)
+        if order_id is None:
+            return []
+        left = self.alive[order_id]
+        if kind is _DELETE:
+            if order_id != record.order_id:  # an unknown order's delete hits the seeded level
+                return self._take(order_id, left, record.quantity, ts, ReduceOrder)
+            self._forget(order_id)
+            return [CancelOrder(order_id, ts)]
+        if kind is _REDUCE:
+            return self._take(order_id, left, record.quantity, ts, ReduceOrder)
+        if kind is _EXECUTE:
+            return self._take(order_id, left, record.quantity, ts, ExecuteOrder)
+        if kind is _MODIFY:
+            return self._modify(order_id, record)
+        if kind is _AMEND:
+            self.alive[order_id] = record.quantity or left
+            return [AmendOrder(order_id, quantity=record.quantity or None, price=record.price,
+                               timestamp=ts)]
+        raise ValueError(f"no translation for {kind}")
+
+    def _add(self, record: MarketRecord) -> AnyCommand:
+        order_id = record.order_id
+        self.alive[order_id] = record.quantity
+        self.ever_added.add(order_id)
+        account = record.account
+        return SubmitOrder(order_id, account or MARKET_ACCOUNT, record.side,  # type: ignore[arg-type]
+                           record.quantity, record.price, _LIMIT, record.time_in_force,
+                           record.post_only, _NO_STP if account is None else _CANCEL_TAKER,
+                           record.timestamp)
+
+    def _target(self, record: MarketRecord) -> int | None:
+        """The live order a record is about: itself, or the seeded level it must come from."""
+        if record.order_id in self.alive:
+            return record.order_id
+        if self.strict_unknown and record.order_id not in self.ever_added:
+            raise KeyError(f"order {record.order_id} was never added")
+        if record.order_id in self.ever_added:
+            self.stats.clipped += 1  # the order existed but its liquidity is already gone
+            return None
+        if record.side is not None and record.price is not None:
+            seeded = self.seeded.get((record.side, record.price))
+            if seeded is not None and seeded in self.alive:
+                self.stats.seeded_hits += 1
+                return seeded
+        self.stats.unknown_orders += 1
+        return None
+
+    def _take(self, order_id: int, left: int, quantity: int, ts: int,
+              command: type[ReduceOrder] | type[ExecuteOrder]) -> list[AnyCommand]:
+        if quantity > left:
+            self.stats.clipped += 1
+            quantity = left
+        if quantity >= left:
+            self._forget(order_id)
+        else:
+            self.alive[order_id] = left - quantity
+        return [command(order_id, quantity, ts)]
+
+    def _modify(self, order_id: int, record: MarketRecord) -> list[AnyCommand]:
+        self.alive[order_id] = record.quantity
+        return [AmendOrder(order_id, quantity=record.quantity, price=record.price,
+                           timestamp=record.timestamp)]
+
+    def _forget(self, order_id: int) -> None:
+        self.alive.pop(order_id, None)
+        where = self.where.pop(order_id, None)
+        if where is not None and self.seeded.get(where) == order_id:
+            del self.seeded[where]
+
+    # -- feedback --------------------------------------------------------------------------
+
+    def observe(self, events: Iterable[Event]) -> int:
+        """Learn from the engine what happened to historical orders besides our commands
+        (a backtest strategy trading against them, or an order filling on arrival).
+
+        Returns the number of trades among `events`.
+        """
+        alive = self.alive
+        trades = 0
+        for event in events:
+            if event.__class__ is TradeExecuted:
+                trades += 1
+                trade: TradeExecuted = event
+                if trade.maker_order_id in alive and trade.taker_order_id is not None:
+                    self._settle(trade.maker_order_id, trade.maker_remaining)
+                if trade.taker_order_id in alive:
+                    self._settle(trade.taker_order_id, trade.taker_remaining)
+            elif event.__class__ is OrderCanceled or event.__class__ is OrderExpired:
+                order_id = event.order_id
+                if order_id in alive:
+                    self._forget(order_id)
+        return trades
+
+    def _settle(self, order_id: int, remaining: int) -> None:
+        if remaining:
+            self.alive[order_id] = remaining
+        else:
+            self._forget(order_id)
+
+
+def _stp(account: str | None) -> SelfTradePrevention:
+    # Replayed orders without an account all share one label: they must be able to trade.
+    return SelfTradePrevention.NONE if account is None else SelfTradePrevention.CANCEL_TAKER
