@@ -449,8 +449,9 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
     notional = sum(f.quantity * f.price for f in fills)
     average = Decimal(notional) / filled if filled else None
     arrival = backtest.first_view.mid if backtest.first_view else None
-    start = backtest.started_at
-    end = backtest.now if fills or backtest.started_at else None
+    start = getattr(backtest.strategy, "start", backtest.started_at)
+    end = getattr(backtest.strategy, "end", backtest.now)
+    end = min(end, backtest.now) if start is not None else None
     trades = [(ts, p, q) for ts, p, q in backtest.market_trades
               if start is not None and start <= ts <= (end or ts)]
     volume = sum(q for _, _, q in trades)

@@ -105,14 +105,20 @@ class Twap(ScheduledExecution):
     name = "twap"
 
 
+RECENT_WEIGHT = 0.5
+"""How much the latest slice counts in the causal VWAP's expectation of the next ones."""
+
+
 class Vwap(ScheduledExecution):
     """Slices that follow a volume profile.
 
     The profile is either given (one weight per slice, from a file), or estimated from the
     traded volume of the data. The causal estimate (the default) knows only the volume seen so
-    far: it assumes the slices still to come will trade as much as the average slice so far.
-    `lookahead=True` instead uses the data's actual volume per slice, which a real trader
-    could not know; results computed that way are labelled `profile: look-ahead`.
+    far: it expects each slice still to come to trade like the recent ones (an exponentially
+    weighted average of past slices, recent ones weighing most), so after heavy early trading
+    it is further ahead than TWAP and after a quiet start it is behind. With look-ahead
+    volumes it uses the data's actual volume per slice, which a real trader could not know;
+    results computed that way are labelled `profile: look-ahead`.
     """
 
     name = "vwap"
@@ -145,8 +151,12 @@ class Vwap(ScheduledExecution):
             weights = [float(v) for v in self.lookahead]
         else:
             seen = self.volume_by_slice[:slice_index]
-            average = (sum(seen) / len(seen)) if seen and sum(seen) else 1.0
-            weights = [float(v) for v in seen] + [average] * (self.slices - len(seen))
+            if not any(seen):
+                return super().target(now, slice_index)
+            expected = float(seen[0])
+            for volume in seen[1:]:
+                expected = RECENT_WEIGHT * volume + (1 - RECENT_WEIGHT) * expected
+            weights = [float(v) for v in seen] + [expected] * (self.slices - len(seen))
         total = sum(weights)
         if total <= 0:
             return super().target(now, slice_index)
