@@ -49,7 +49,8 @@ from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import SelfTradePrevention, Side
 from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
 
-LOBSTER_FILE = Path(__file__).parent / "data" / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+LOBSTER_FILE = (Path(__file__).parent.parent / "tests" / "data"
+                / "AMZN_2012-06-21_34200000_57600000_message_1.csv")
 LOBSTER_SPEC = InstrumentSpec("AMZN", Decimal("1"), Decimal("1"))
 BATCH = 256
 

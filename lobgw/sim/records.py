@@ -44,6 +44,7 @@ class Kind(enum.Enum):
     NONE = "NONE"              # nothing for the book (Databento F/N)
     MARKET = "MARKET"          # csv: a market order
     AMEND = "AMEND"            # csv: amend to a new total quantity and/or price
+    INVALID = "INVALID"        # a row that could not be read (with --on-error skip)
 
     __hash__ = object.__hash__
 
@@ -64,6 +65,8 @@ class MarketRecord(msgspec.Struct, frozen=True, gc=False):
     account: str | None = None
     aggressor: bool = False
     """For PRINT: the record is the aggressor's side of a trade (Databento T)."""
+    error: str | None = None
+    """For INVALID: why the row could not be read."""
 
 
 class BadRowError(Exception):
@@ -88,7 +91,7 @@ def lobster_spec(symbol: str) -> InstrumentSpec:
     return InstrumentSpec(symbol, Decimal(1), Decimal(1))
 
 
-def read_lobster(path: Path) -> Iterator[MarketRecord]:
+def read_lobster(path: Path, skip_bad: bool = False) -> Iterator[MarketRecord]:
     """LOBSTER message rows: time, type, order id, size, price, direction[, mpid].
 
     Accepts a header row, CRLF line ends, a missing final newline and a 7th column. The loop
@@ -116,9 +119,9 @@ def read_lobster(path: Path) -> Iterator[MarketRecord]:
                     raise ValueError(f"size must be positive, got {size}")
                 yield MarketRecord(line, ts, kind, int(order_text), side, int(price_text), size)
             except KeyError:
-                raise BadRowError(path, line, f"unknown type: {row[1]!r}") from None
+                yield _bad(path, line, f"unknown type: {row[1]!r}", skip_bad)
             except ValueError as error:
-                raise BadRowError(path, line, f"unparseable: {error}") from None
+                yield _bad(path, line, f"unparseable: {error}", skip_bad)
 
 
 _LOBSTER_KINDS = {"1": Kind.ADD, "2": Kind.REDUCE, "3": Kind.DELETE, "4": Kind.EXECUTE,
@@ -186,7 +189,8 @@ def iso_to_ns(text: str) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
 
 
-def read_databento(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
+def read_databento(path: Path, spec: InstrumentSpec,
+                   skip_bad: bool = False) -> Iterator[MarketRecord]:
     """Databento MBO records as CSV, with or without the leading `ts_recv` column."""
     with path.open(newline="") as handle:
         reader = csv.reader(handle)
@@ -203,9 +207,10 @@ def read_databento(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
             if not row:
                 continue
             try:
-                yield _databento_record(line, row, columns, spec)
+                record = _databento_record(line, row, columns, spec)
             except (ValueError, IndexError, InvalidOperation, InputError) as error:
-                raise BadRowError(path, line, f"unparseable: {error}") from None
+                record = _bad(path, line, f"unparseable: {error}", skip_bad)
+            yield record
 
 
 def _databento_record(line: int, row: list[str], columns: dict[str, int],
@@ -245,7 +250,8 @@ class _CsvRow(msgspec.Struct):
     order_id: int
 
 
-def read_csv(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
+def read_csv(path: Path, spec: InstrumentSpec, skip_bad: bool = False
+             ) -> Iterator[MarketRecord]:
     """lobgw's own format (see README): ts,msg_type,side,price,qty,order_id[,tif,flags,account].
 
     `ts` is Unix nanoseconds; `msg_type` is ADD (limit), MARKET, CANCEL or AMEND; `price` and
@@ -261,13 +267,14 @@ def read_csv(path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
             if not row:
                 continue
             try:
-                yield _csv_record(line, dict(zip(header, (v.strip() for v in row), strict=False)),
-                                  spec)
+                record = _csv_record(line, dict(zip(header, (v.strip() for v in row),
+                                                    strict=False)), spec)
             except (ValueError, KeyError, InvalidOperation) as error:
-                raise BadRowError(path, line, f"unparseable: {error}") from None
+                record = _bad(path, line, f"unparseable: {error}", skip_bad)
             except InputError as error:
-                raise BadRowError(path, line, f"{error.code}: {error.field}: {error.reason}"
-                             ) from None
+                record = _bad(path, line, f"{error.code}: {error.field}: {error.reason}",
+                              skip_bad)
+            yield record
 
 
 def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketRecord:
@@ -295,15 +302,24 @@ def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketR
                         tif, "POST_ONLY" in flags, row.get("account") or None)
 
 
-def read_records(fmt: str, path: Path, spec: InstrumentSpec) -> Iterator[MarketRecord]:
-    """The reader for `fmt`."""
+def read_records(fmt: str, path: Path, spec: InstrumentSpec,
+                 skip_bad: bool = False) -> Iterator[MarketRecord]:
+    """The reader for `fmt`. With `skip_bad`, unreadable rows come out as INVALID records
+    (in their place, so outputs keep one row per input row) instead of raising BadRowError."""
     if fmt == "lobster":
-        return read_lobster(path)
+        return read_lobster(path, skip_bad)
     if fmt == "databento-mbo":
-        return read_databento(path, spec)
+        return read_databento(path, spec, skip_bad)
     if fmt == "csv":
-        return read_csv(path, spec)
+        return read_csv(path, spec, skip_bad)
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+def _bad(path: Path, line: int, reason: str, skip: bool) -> MarketRecord:
+    """An INVALID record for a skipped row, or raise BadRowError."""
+    if not skip:
+        raise BadRowError(path, line, reason)
+    return MarketRecord(line, 0, Kind.INVALID, error=reason)
 
 
 def _is_number(text: str) -> bool:

@@ -34,7 +34,13 @@ from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
 from lobgw.errors import OverloadedError
-from lobgw.sim.records import LOBSTER_EMPTY_ASK, LOBSTER_EMPTY_BID, BadRowError, MarketRecord
+from lobgw.sim.records import (
+    LOBSTER_EMPTY_ASK,
+    LOBSTER_EMPTY_BID,
+    BadRowError,
+    Kind,
+    MarketRecord,
+)
 from lobgw.sim.translate import TranslationStats, Translator
 
 CHUNK_COMMANDS = 2048
@@ -178,16 +184,16 @@ class Replayer:
                 record = next(records)
             except StopIteration:
                 break
-            except BadRowError as error:
-                if self.on_error == "stop":
-                    await self._drain(rows)
-                    raise
+            except BadRowError:
+                await self._drain(rows)
+                raise
+            summary.rows += 1
+            if record.kind is Kind.INVALID:
+                kind = (record.error or "invalid").split(":", 1)[0]
                 summary.skipped_rows += 1
-                summary.errors[error.kind] = summary.errors.get(error.kind, 0) + 1
-                summary.rows += 1
+                summary.errors[kind] = summary.errors.get(kind, 0) + 1
                 rows.append([])
                 continue
-            summary.rows += 1
             if self.speed:
                 first_ts = record.timestamp if first_ts is None else first_ts
                 due = pace_start + (record.timestamp - first_ts) / 1e9 / self.speed

@@ -66,7 +66,7 @@ async def replay_file(path: Path, fmt: str, spec: InstrumentSpec, *,
                   if handle is not None else None)
         replayer = Replayer(actor, translator, on_error=on_error,  # type: ignore[arg-type]
                             book=writer, speed=speed, progress=Progress(progress))
-        records = read_records(fmt, path, spec)
+        records = read_records(fmt, path, spec, skip_bad=on_error == "skip")
         if initial_book is not None:
             first = next(records)  # the orderbook row is the state after the first message
             await replayer.seed(translator.seed(read_lobster_book_row(initial_book, 1),

@@ -1,0 +1,222 @@
+"""Replay readers on the real sample files, book-out against LOBSTER's own book, bad rows."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from lobgw.book.commands import CancelOrder, SubmitOrder
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side
+from lobgw.sim.records import (
+    BadRowError,
+    Kind,
+    databento_spec,
+    databento_tick,
+    iso_to_ns,
+    lobster_spec,
+    read_csv,
+    read_databento,
+    read_lobster,
+)
+from lobgw.sim.run import replay_file
+from lobgw.sim.translate import Translator
+
+DATA = Path(__file__).parent / "data"
+AMZN5_MESSAGES = DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"
+AMZN5_BOOK = DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_5_subset.csv"
+AMZN1 = DATA / "AMZN_2012-06-21_34200000_57600000_message_1.csv"
+EXCEL = DATA / "AMZN_2012-06-21_excel-edited_message_1_head2000.csv"
+TSLA = DATA / "TSLA_2015-01-07_34200000_57600000_message_10_SAMPLE.csv"
+AMZN2021 = DATA / "AMZN_2021-04-12_34200000_57600000_message_10.csv"
+CLX5 = DATA / "CLX5_mbo.csv"
+
+
+def book_rows(path: Path) -> list[list[int]]:
+    with path.open(newline="") as handle:
+        return [[int(value) for value in row] for row in csv.reader(handle)]
+
+
+def levels(row: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    asks = {row[i]: row[i + 1] for i in range(0, len(row), 4) if row[i + 1]}
+    bids = {row[i + 2]: row[i + 3] for i in range(0, len(row), 4) if row[i + 3]}
+    return asks, bids
+
+
+async def test_lobster_level5_book_out_matches_lobsters_own_book(tmp_path: Path) -> None:
+    """Seeded from LOBSTER's first orderbook row, the replayed book must equal LOBSTER's on
+    every row for every level we can know. A level-5 message file only has events inside the
+    top 5 levels, so a price is comparable while it has stayed inside the window since the
+    seed, or since an add created it there as a brand-new level (never seen in the window
+    before); a level that left the window missed events and is not compared again."""
+    out = tmp_path / "book.csv"
+    summary = await replay_file(AMZN5_MESSAGES, "lobster", lobster_spec("AMZN"),
+                                initial_book=AMZN5_BOOK, book_out=out, levels=5,
+                                progress=False)
+    ours, theirs = book_rows(out), book_rows(AMZN5_BOOK)
+    assert len(ours) == len(theirs) == summary.rows == 1000
+    with AMZN5_MESSAGES.open(newline="") as handle:
+        messages = list(csv.reader(handle))
+    trusted = [set(levels(theirs[0])[0]), set(levels(theirs[0])[1])]
+    seen = [set(trusted[0]), set(trusted[1])]
+    compared = mismatches = 0
+    for row in range(len(theirs)):
+        real, replayed = levels(theirs[row]), levels(ours[row])
+        if row:
+            _, kind, _, size_text, price_text, direction = messages[row][:6]
+            added_price, added_size = int(price_text), int(size_text)
+            side = 0 if direction == "-1" else 1
+            for index in (0, 1):
+                trusted[index] = {p for p in trusted[index] if p in real[index]}
+            if kind == "1" and added_price in real[side] and added_price not in seen[side] \
+                    and real[side][added_price] == added_size:
+                trusted[side].add(added_price)
+            for index in (0, 1):
+                seen[index] |= set(real[index])
+        for index in (0, 1):
+            for price, size in real[index].items():
+                if price in trusted[index]:
+                    compared += 1
+                    mismatches += replayed[index].get(price) != size
+    assert mismatches == 0
+    assert compared > 3000  # of 10,000 window levels; the rest cannot be known
+    assert ours[:28] == theirs[:28]  # until a level from outside the window enters (row 29)
+
+
+async def test_tsla_sample_with_a_cross_trade() -> None:
+    records = list(read_lobster(TSLA))
+    assert len(records) == 50
+    cross = records[2]
+    assert (cross.kind, cross.order_id, cross.quantity) == (Kind.PRINT, -1, 19725)
+    summary = await replay_file(TSLA, "lobster", lobster_spec("TSLA"), progress=False)
+    assert summary.rows == 50
+    assert summary.translation.prints == sum(1 for r in records if r.kind is Kind.PRINT)
+    assert summary.translation.unknown_orders > 0  # executions of orders from before 9:30
+
+
+def test_excel_edited_file_reads_like_the_original() -> None:
+    edited = list(read_lobster(EXCEL))
+    original = [record for record, _ in zip(read_lobster(AMZN1), range(2000), strict=False)]
+    assert len(edited) == len(original) == 2000
+    for a, b in zip(edited, original, strict=True):
+        assert (a.kind, a.order_id, a.side, a.price, a.quantity) == (
+            b.kind, b.order_id, b.side, b.price, b.quantity)
+        assert abs(a.timestamp - b.timestamp) <= 5_000  # times rounded to 5 decimals
+    assert EXCEL.read_bytes().count(b"\r\n") == 2000  # header + rows, no final newline
+
+
+async def test_seven_column_file_with_a_cross() -> None:
+    records = list(read_lobster(AMZN2021))
+    assert len(records) == 40_674
+    summary = await replay_file(AMZN2021, "lobster", lobster_spec("AMZN"), progress=False)
+    assert summary.rows == 40_674
+    assert summary.translation.prints == sum(1 for r in records if r.kind is Kind.PRINT)
+    assert summary.trades > 0
+
+
+async def test_databento_file_starting_mid_session() -> None:
+    assert databento_tick(CLX5) == Decimal("0.01")
+    spec = databento_spec("CLX5", CLX5)
+    records = list(read_databento(CLX5, spec))
+    assert len(records) == 38_212
+    assert records[0].timestamp == iso_to_ns("2025-09-24 19:30:00.000860311+00:00")
+    # Independently: cancels and modifies naming orders the file never added.
+    added: set[int] = set()
+    unknown = 0
+    with CLX5.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            order_id = int(row["order_id"])
+            if row["action"] == "A":
+                added.add(order_id)
+            elif row["action"] in "CM" and order_id not in added:
+                unknown += 1
+    summary = await replay_file(CLX5, "databento-mbo", spec, progress=False)
+    assert summary.rows == 38_212
+    assert summary.translation.unknown_orders == unknown > 2000
+    assert summary.translation.prints == sum(1 for r in records if r.kind is Kind.PRINT)
+
+
+CSV_SPEC = InstrumentSpec("CSV", Decimal("0.01"), Decimal("0.1"))
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("ts,msg_type,side,price,qty,order_id,tif,flags,account\n"
+                    + "\n".join(rows) + "\n")
+    return path
+
+
+async def test_csv_round_trip(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "flow.csv", [
+        "1,ADD,SELL,100.05,1.5,1,GTC,,alice",
+        "2,ADD,SELL,100.10,2,2,GTC,POST_ONLY,alice",
+        "3,ADD,BUY,99.90,1,3,GTC,,bob",
+        "4,AMEND,,100.00,,3,,,",
+        "5,MARKET,BUY,,2.0,4,IOC,,bob",
+        "6,CANCEL,,,,2,,,",
+    ])
+    records = list(read_csv(path, CSV_SPEC))
+    commands: list[object] = []
+    translator = Translator(strict_unknown=True)
+    for record in records:
+        commands += translator.translate(record)
+    first = commands[0]
+    assert isinstance(first, SubmitOrder)
+    assert (first.order_id, first.side, first.price, first.quantity, first.account) == (
+        1, Side.SELL, 10005, 15, "alice")
+    assert isinstance(commands[1], SubmitOrder) and commands[1].post_only
+    assert isinstance(commands[-1], CancelOrder) and commands[-1].order_id == 2
+    out = tmp_path / "book.csv"
+    summary = await replay_file(path, "csv", CSV_SPEC, book_out=out, levels=2, progress=False)
+    assert summary.rows == 6 and summary.trades == 2
+    final = out.read_text().splitlines()[-1]
+    assert final == "9999999999,0,100.00,1.0,9999999999,0,-9999999999,0"
+
+
+async def test_bad_rows_stop_with_the_line_or_are_skipped(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "bad.csv", [
+        "1,ADD,SELL,100.05,1,1,,,",
+        "2,ADD,SELL,100.051,1,2,,,",   # off the tick grid
+        "3,CANCEL,,,,77,,,",           # an order never added
+        "4,JUMP,BUY,1,1,3,,,",         # unknown type
+        "5,ADD,BUY,99,1,4,,,",
+    ])
+    with pytest.raises(BadRowError) as stopped:
+        await replay_file(path, "csv", CSV_SPEC, progress=False)
+    assert stopped.value.line == 3
+    assert "PRICE_OFF_TICK" in stopped.value.reason
+    summary = await replay_file(path, "csv", CSV_SPEC, on_error="skip", progress=False)
+    assert summary.rows == 5 and summary.skipped_rows == 3
+    assert summary.errors == {"PRICE_OFF_TICK": 1, "unknown order": 1, "unparseable": 1}
+    process = subprocess.run(
+        [sys.executable, "-m", "lobgw", "replay", str(path), "--format", "csv",
+         "--symbol", "NOPE"], capture_output=True, text=True, timeout=60)
+    assert process.returncode == 2 and "not in the config" in process.stderr
+
+
+def test_lob_replay_command_prints_a_summary(tmp_path: Path) -> None:
+    out = tmp_path / "book.csv"
+    process = subprocess.run(
+        [sys.executable, "-c", "import sys; from lobgw.cli import replay_main; "
+         "sys.argv[0] = 'lob-replay'; sys.exit(replay_main())",
+         str(AMZN5_MESSAGES), "--format", "lobster", "--symbol", "AMZN5",
+         "--initial-book", str(AMZN5_BOOK), "--book-out", str(out), "--levels", "5"],
+        capture_output=True, text=True, timeout=60)
+    assert process.returncode == 0, process.stderr
+    assert "rows" in process.stdout and "1,000" in process.stdout
+    assert out.read_text().splitlines()[0] == AMZN5_BOOK.read_text().splitlines()[0]
+
+
+def test_lobster_reader_refuses_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("34200.1,1,5,10,100,1\n34200.2,9,5,10,100,1\n")
+    with pytest.raises(BadRowError) as caught:
+        list(read_lobster(bad))
+    assert caught.value.line == 2 and "unknown type" in caught.value.reason
+    bad.write_text("34200.1,1,5,10,100,0\n")
+    with pytest.raises(BadRowError, match="direction"):
+        list(read_lobster(bad))
