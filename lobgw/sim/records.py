@@ -87,16 +87,35 @@ LOBSTER_EMPTY_BID = -9_999_999_999
 
 
 def lobster_spec(symbol: str) -> InstrumentSpec:
-    """LOBSTER's natural units: integer prices in USD x 10000, whole shares."""
-    return InstrumentSpec(symbol, Decimal(1), Decimal(1))
+    """LOBSTER's natural units: a tick of 0.0001 USD (one unit of its integer prices), shares."""
+    return InstrumentSpec(symbol, Decimal("0.0001"), Decimal(1))
 
 
-def read_lobster(path: Path, skip_bad: bool = False) -> Iterator[MarketRecord]:
+def lobster_factors(spec: InstrumentSpec) -> tuple[int, int]:
+    """How many LOBSTER price units (USD x 10000) make one tick, and shares one lot.
+
+    (1, 1) for the natural spec; a configured spec must have a tick and lot that are whole
+    multiples of LOBSTER's units.
+    """
+    price = spec.tick_size * LOBSTER_PRICE_SCALE
+    if price != price.to_integral_value() or spec.lot_size != spec.lot_size.to_integral_value():
+        raise ValueError(f"{spec.symbol}: tick {spec.tick_size} / lot {spec.lot_size} are not "
+                         "whole multiples of LOBSTER's units (0.0001 USD, 1 share)")
+    return int(price), int(spec.lot_size)
+
+
+LOBSTER_PRICE_SCALE = 10_000
+
+
+def read_lobster(path: Path, skip_bad: bool = False,
+                 spec: InstrumentSpec | None = None) -> Iterator[MarketRecord]:
     """LOBSTER message rows: time, type, order id, size, price, direction[, mpid].
 
-    Accepts a header row, CRLF line ends, a missing final newline and a 7th column. The loop
+    Accepts a header row, CRLF line ends, a missing final newline and a 7th column. Prices and
+    sizes are converted to `spec`'s ticks and lots (unchanged for the natural spec). The loop
     is written out flat because replay reads hundreds of thousands of rows per second.
     """
+    price_factor, size_factor = lobster_factors(spec) if spec is not None else (1, 1)
     kinds = _LOBSTER_KINDS
     buy, sell, halt = Side.BUY, Side.SELL, Kind.HALT
     with path.open(newline="") as handle:
@@ -117,7 +136,15 @@ def read_lobster(path: Path, skip_bad: bool = False) -> Iterator[MarketRecord]:
                     raise ValueError(f"direction must be 1 or -1, got {direction!r}")
                 if size <= 0 and kind is not halt:
                     raise ValueError(f"size must be positive, got {size}")
-                yield MarketRecord(line, ts, kind, int(order_text), side, int(price_text), size)
+                price = int(price_text)
+                if price_factor != 1 or size_factor != 1:
+                    if price % price_factor and kind is not halt:
+                        raise ValueError(f"price {price} is off the tick ({price_factor} units)")
+                    if size % size_factor:
+                        raise ValueError(f"size {size} is off the lot ({size_factor} shares)")
+                    price //= price_factor
+                    size //= size_factor
+                yield MarketRecord(line, ts, kind, int(order_text), side, price, size)
             except KeyError:
                 yield _bad(path, line, f"unknown type: {row[1]!r}", skip_bad)
             except ValueError as error:
@@ -128,8 +155,11 @@ _LOBSTER_KINDS = {"1": Kind.ADD, "2": Kind.REDUCE, "3": Kind.DELETE, "4": Kind.E
                   "5": Kind.PRINT, "6": Kind.PRINT, "7": Kind.HALT}
 
 
-def read_lobster_book_row(path: Path, row_number: int = 1) -> list[tuple[Side, int, int]]:
-    """The levels of one row of a LOBSTER orderbook file as (side, price, size)."""
+def read_lobster_book_row(path: Path, row_number: int = 1,
+                          spec: InstrumentSpec | None = None) -> list[tuple[Side, int, int]]:
+    """The levels of one row of a LOBSTER orderbook file as (side, price, size) in the
+    spec's ticks and lots."""
+    price_factor, size_factor = lobster_factors(spec) if spec is not None else (1, 1)
     with path.open(newline="") as handle:
         for number, row in enumerate(csv.reader(handle), start=1):
             if number < row_number:
@@ -139,9 +169,9 @@ def read_lobster_book_row(path: Path, row_number: int = 1) -> list[tuple[Side, i
             for index in range(0, len(values), 4):
                 ask, ask_size, bid, bid_size = values[index:index + 4]
                 if ask_size and ask != LOBSTER_EMPTY_ASK:
-                    levels.append((Side.SELL, ask, ask_size))
+                    levels.append((Side.SELL, ask // price_factor, ask_size // size_factor))
                 if bid_size and bid != LOBSTER_EMPTY_BID:
-                    levels.append((Side.BUY, bid, bid_size))
+                    levels.append((Side.BUY, bid // price_factor, bid_size // size_factor))
             return levels
     raise ValueError(f"{path} has no row {row_number}")
 
@@ -307,7 +337,7 @@ def read_records(fmt: str, path: Path, spec: InstrumentSpec,
     """The reader for `fmt`. With `skip_bad`, unreadable rows come out as INVALID records
     (in their place, so outputs keep one row per input row) instead of raising BadRowError."""
     if fmt == "lobster":
-        return read_lobster(path, skip_bad)
+        return read_lobster(path, skip_bad, spec)
     if fmt == "databento-mbo":
         return read_databento(path, spec, skip_bad)
     if fmt == "csv":

@@ -90,19 +90,20 @@ class BookWriter:
     """Writes the top `levels` after each input row in LOBSTER's orderbook layout."""
 
     def __init__(self, handle: IO[str], levels: int, spec: InstrumentSpec,
-                 integer_prices: bool) -> None:
+                 lobster_units: tuple[int, int] | None) -> None:
+        """`lobster_units`: (price, size) factors to write LOBSTER's integer units, else
+        decimals in the spec's units."""
         self.handle = handle
         self.levels = levels
         self.fmt = SpecFormat(spec)
-        self.integer_prices = integer_prices
+        self.lobster_units = lobster_units
         self.pending: list[str] = []
 
     def capture(self, book: BookReader) -> str:
         """The current top levels as one CSV line."""
         bids, asks = book.depth(self.levels)
         fields: list[str] = []
-        price = str if self.integer_prices else self.fmt.price
-        quantity = str if self.integer_prices else self.fmt.quantity
+        price, quantity = self._price, self._quantity
         for index in range(self.levels):
             if index < len(asks):
                 fields += (price(asks[index][0]), quantity(asks[index][1]))
@@ -113,6 +114,16 @@ class BookWriter:
             else:
                 fields += (str(LOBSTER_EMPTY_BID), "0")
         return ",".join(fields)
+
+    def _price(self, ticks: int) -> str:
+        if self.lobster_units is not None:
+            return str(ticks * self.lobster_units[0])
+        return self.fmt.price(ticks)
+
+    def _quantity(self, lots: int) -> str:
+        if self.lobster_units is not None:
+            return str(lots * self.lobster_units[1])
+        return self.fmt.quantity(lots)
 
     def after_row(self, index: int, events: list[Event], book: BookReader) -> None:
         """Actor row hook: capture the book after one input row."""

@@ -22,6 +22,7 @@ from lobgw.sim.records import (
     BadRowError,
     Kind,
     databento_spec,
+    lobster_factors,
     lobster_spec,
     read_lobster_book_row,
     read_records,
@@ -62,14 +63,14 @@ async def replay_file(path: Path, fmt: str, spec: InstrumentSpec, *,
     translator = Translator(strict_unknown=fmt == "csv")
     handle = book_out.open("w") if book_out is not None else None
     try:
-        writer = (BookWriter(handle, levels, spec, integer_prices=fmt == "lobster")
-                  if handle is not None else None)
+        units = lobster_factors(spec) if fmt == "lobster" else None
+        writer = (BookWriter(handle, levels, spec, units) if handle is not None else None)
         replayer = Replayer(actor, translator, on_error=on_error,  # type: ignore[arg-type]
                             book=writer, speed=speed, progress=Progress(progress))
         records = read_records(fmt, path, spec, skip_bad=on_error == "skip")
         if initial_book is not None:
             first = next(records)  # the orderbook row is the state after the first message
-            await replayer.seed(translator.seed(read_lobster_book_row(initial_book, 1),
+            await replayer.seed(translator.seed(read_lobster_book_row(initial_book, 1, spec),
                                                 first.timestamp))
             replayer.summary.rows += 1
             if writer is not None:
@@ -282,7 +283,7 @@ def backtest_command(args: argparse.Namespace) -> int:
             print("lobgw backtest: --plot needs matplotlib (pip install 'lobgw[plot]')",
                   file=sys.stderr)
             return 2
-    seed = read_lobster_book_row(args.initial_book, 1) if args.initial_book else None
+    seed = read_lobster_book_row(args.initial_book, 1, spec) if args.initial_book else None
     records = read_records(args.format, path, spec)
     try:
         result = asyncio.run(run_backtest(

@@ -1,0 +1,208 @@
+"""Backtests on hand-made scenarios with known answers, each strategy, determinism, the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side
+from lobgw.sim.backtest import (
+    BacktestEngine,
+    BacktestResult,
+    BaseStrategy,
+    BookView,
+    StrategyFill,
+    run_backtest,
+)
+from lobgw.sim.records import Kind, MarketRecord, lobster_spec, read_lobster
+from lobgw.sim.strategies import MarketMaker, Twap, Vwap
+
+SPEC = InstrumentSpec("T", Decimal(1), Decimal(1))
+BUY, SELL = Side.BUY, Side.SELL
+S = 1_000_000_000
+DATA = Path(__file__).parent / "data"
+
+
+def add(ts: int, order_id: int, side: Side, price: int, quantity: int) -> MarketRecord:
+    return MarketRecord(0, ts, Kind.ADD, order_id, side, price, quantity)
+
+
+def execute(ts: int, order_id: int, side: Side, price: int, quantity: int) -> MarketRecord:
+    return MarketRecord(0, ts, Kind.EXECUTE, order_id, side, price, quantity)
+
+
+class OneOrder(BaseStrategy):
+    """Places one order when the book first has both sides."""
+
+    name = "one"
+
+    def __init__(self, side: Side, quantity: int, price: int) -> None:
+        super().__init__()
+        self.order = (side, quantity, price)
+        self.fills_seen: list[StrategyFill] = []
+
+    def on_start(self, view: BookView) -> None:
+        side, quantity, price = self.order
+        self.place(side, quantity, price)
+
+    def on_fill(self, fill: StrategyFill) -> None:
+        self.fills_seen.append(fill)
+
+
+async def test_execution_behind_the_strategy_fills_the_strategy_first() -> None:
+    strategy = OneOrder(BUY, 5, 100)
+    records = [
+        add(1, 1, BUY, 100, 10),      # H1, ahead of the strategy
+        add(2, 9, SELL, 105, 10),     # both sides now: the strategy joins behind H1
+        add(3, 2, BUY, 100, 10),      # H2, behind the strategy
+        execute(4, 1, BUY, 100, 10),  # H1 was at the front: the strategy waits
+        execute(5, 2, BUY, 100, 8),   # the aggressor had to get through the strategy first
+        execute(6, 2, BUY, 100, 2),
+    ]
+    result = await run_backtest(records, SPEC, strategy)
+    assert [(f.quantity, f.price, f.timestamp, f.liquidity) for f in strategy.fills_seen] == [
+        (5, 100, 5, "MAKER")]
+    assert result.filled_quantity == "5"
+    assert result.translation.clipped == 0
+    assert result.final_position == "5"
+
+
+async def test_liquidity_the_strategy_took_is_clipped_later() -> None:
+    strategy = OneOrder(BUY, 10, 105)
+    records = [
+        add(1, 1, BUY, 100, 10),
+        add(2, 9, SELL, 105, 10),
+        add(3, 3, BUY, 99, 1),
+        execute(4, 9, SELL, 105, 4),  # H9 is gone: the strategy bought it at t=2
+        add(5, 4, BUY, 98, 1),
+    ]
+    result = await run_backtest(records, SPEC, strategy)
+    assert [(f.quantity, f.price, f.liquidity) for f in strategy.fills_seen] == [
+        (10, 105, "TAKER")]
+    assert result.translation.clipped == 1
+
+
+async def test_latency_delays_the_order_in_data_time() -> None:
+    strategy = OneOrder(BUY, 10, 105)
+    records = [
+        add(1_000, 1, BUY, 100, 10),
+        add(2_000, 9, SELL, 105, 10),   # the strategy decides here...
+        execute(2_500, 9, SELL, 105, 10),  # ...but the ask is gone before it arrives
+        add(9_000, 10, SELL, 106, 5),
+    ]
+    result = await run_backtest(records, SPEC, strategy, latency_us=1)
+    assert strategy.fills_seen == []
+    assert result.fills == 0 and result.translation.clipped == 0
+
+
+def steady_book(seconds: int) -> list[MarketRecord]:
+    """Deep liquidity at 100/105 and a quiet row every second."""
+    records = [add(0, 1, BUY, 100, 1_000_000), add(0, 2, SELL, 105, 1_000_000)]
+    records += [add(second * S, 10 + second, BUY, 90, 1) for second in range(1, seconds + 1)]
+    return records
+
+
+async def test_twap_slices_evenly_and_finishes() -> None:
+    twap = Twap(BUY, 100, start=0, end=100 * S, slices=10)
+    result = await run_backtest(steady_book(120), SPEC, twap, target=100, side=BUY,
+                                strategy_name="twap")
+    assert result.fills == 10
+    assert [f.quantity for f in result.fill_list] == [10] * 10
+    assert [f.timestamp // S for f in result.fill_list] == list(range(0, 100, 10))
+    assert result.filled_quantity == "100" and result.average_price == "105"
+    assert result.fill_ratio == 1.0
+    assert result.implementation_shortfall_bps == round((105 - 102.5) / 102.5 * 10_000, 4)
+    assert result.details["shortfall_quantity"] == 0
+
+
+async def test_twap_limit_price_protects_and_reports_the_shortfall() -> None:
+    twap = Twap(BUY, 100, start=0, end=100 * S, slices=10, limit_price=104)
+    result = await run_backtest(steady_book(120), SPEC, twap, target=100, side=BUY)
+    assert result.fills == 0  # the ask never came down to the limit
+    assert result.details["shortfall_quantity"] == 100
+    assert result.fill_ratio == 0.0
+
+
+def test_vwap_schedules_follow_the_profile() -> None:
+    lookahead = Vwap(BUY, 100, 0, 40 * S, 4, lookahead_volumes=[10, 30, 40, 20])
+    assert [lookahead.target(0, k) for k in range(4)] == [10, 40, 80, 100]
+    given = Vwap(BUY, 100, 0, 40 * S, 4, profile=[1, 1, 2, 0])
+    assert [given.target(0, k) for k in range(4)] == [25, 50, 100, 100]
+    causal = Vwap(BUY, 100, 0, 40 * S, 4)
+    assert causal.target(0, 0) == 25  # nothing seen yet: even
+    causal.on_market_trade(1 * S, 100, 90)   # a heavy first slice
+    causal.on_market_trade(11 * S, 100, 10)  # a light second one
+    # seen 90, 10; the next two are expected like the recent ones (0.5*10 + 0.5*90 = 50)
+    assert causal.target(0, 2) == int(100 * (90 + 10 + 50) / (90 + 10 + 50 + 50))
+    assert lookahead.describe()["profile"] == "look-ahead"
+
+
+async def test_vwap_lookahead_run_trades_where_the_volume_is() -> None:
+    records = steady_book(45)
+    prints = [(5, 10), (15, 30), (25, 40), (35, 20)]
+    records += [MarketRecord(0, second * S, Kind.PRINT, 0, SELL, 103, volume)
+                for second, volume in prints]
+    records.sort(key=lambda r: r.timestamp)
+    vwap = Vwap(BUY, 100, 0, 40 * S, 4, lookahead_volumes=[10, 30, 40, 20])
+    result = await run_backtest(records, SPEC, vwap, target=100, side=BUY)
+    assert [f.quantity for f in result.fill_list] == [10, 30, 40, 20]
+    assert result.market_vwap == "103"
+    assert result.details["profile"] == "look-ahead"
+
+
+async def test_market_maker_quotes_skews_and_respects_limits() -> None:
+    records = [add(0, 1, BUY, 100, 10), add(0, 2, SELL, 110, 10)]
+    # Sellers keep hitting whatever bid is best: the maker keeps buying until its limit.
+    for step in range(1, 30):
+        records.append(MarketRecord(0, step * S, Kind.ADD, 100 + step, SELL, 101, 3))
+        records.append(MarketRecord(0, step * S + 1, Kind.DELETE, 100 + step, SELL, 101, 3))
+    mm = MarketMaker(size=3, half_spread=2, skew=0.5, max_inventory=9, min_requote_ns=0)
+    result = await run_backtest(records, SPEC, mm)
+    assert result.fills > 0
+    assert all(f.side is BUY and f.liquidity == "MAKER" for f in result.fill_list)
+    assert 0 < mm.position <= 9
+    assert mm.max_abs_inventory <= 9
+    quotes = result.orders_sent
+    assert quotes >= 2  # both sides quoted at the start
+    # skew: once long, the bid sits lower than the first bid (reservation below the mid)
+    assert mm.quotes[BUY] is None or mm.position < 9
+
+
+def test_same_inputs_give_an_identical_result_file() -> None:
+    def once() -> bytes:
+        strategy = MarketMaker(size=20, half_spread=100, skew=1.0, max_inventory=200,
+                               min_requote_ns=10_000_000)
+        records = read_lobster(DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv")
+        result = BacktestEngine(records, lobster_spec("AMZN"), strategy, latency_us=250).run()
+        return msgspec.json.encode(result)
+
+    first, second = once(), once()
+    assert first == second
+    assert msgspec.json.decode(first, type=BacktestResult).orders_sent > 0
+
+
+def test_backtest_command_writes_results_and_a_plot(tmp_path: Path) -> None:
+    out, plot = tmp_path / "result.json", tmp_path / "report.png"
+    process = subprocess.run(
+        [sys.executable, "-m", "lobgw", "backtest",
+         "--data", str(DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"),
+         "--format", "lobster", "--symbol", "AMZN", "--strategy", "twap",
+         "--param", "side=SELL", "--param", "quantity=300", "--param", "slices=5",
+         "--initial-book", str(DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_5_subset.csv"),
+         "--latency-us", "100", "--out", str(out), "--plot", str(plot)],
+        capture_output=True, text=True, timeout=120)
+    assert process.returncode == 0, process.stderr
+    result = msgspec.json.decode(out.read_bytes(), type=BacktestResult)
+    assert result.strategy == "twap" and result.orders_sent == 5
+    assert "implementation shortfall (bps)" in process.stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = subprocess.run(
+        [sys.executable, "-m", "lobgw", "backtest", "--data", str(out), "--format", "lobster",
+         "--symbol", "X", "--strategy", "mm", "--param", "colour=red", "--out",
+         str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown parameter(s) for mm: colour" in bad.stderr
