@@ -220,3 +220,10 @@ def test_lobster_reader_refuses_garbage(tmp_path: Path) -> None:
     bad.write_text("34200.1,1,5,10,100,0\n")
     with pytest.raises(BadRowError, match="direction"):
         list(read_lobster(bad))
+
+
+def test_iso_timestamps_in_their_forms() -> None:
+    assert iso_to_ns("2025-09-24 19:30:00.000860311+00:00") == 1_758_742_200_000_860_311
+    assert iso_to_ns("2025-09-24T19:30:00Z") == 1_758_742_200_000_000_000
+    assert iso_to_ns("2025-09-24 20:30:00.5+01:00") == 1_758_742_200_500_000_000
+    assert iso_to_ns("1758742200000860311") == 1_758_742_200_000_860_311

@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import datetime
 import enum
+import functools
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -207,16 +208,25 @@ def iso_to_ns(text: str) -> int:
     text = text.strip()
     if text.isdigit():
         return int(text)
-    head, _, rest = text.partition(".")
-    digits = ""
-    zone = ""
-    for position, char in enumerate(rest):
-        if not char.isdigit():
-            zone = rest[position:]
-            break
-        digits += char
-    moment = datetime.datetime.fromisoformat(head.replace("T", " ") + (zone or "+00:00"))
-    return int(moment.timestamp()) * 1_000_000_000 + int((digits + "000000000")[:9])
+    zone = "+00:00"
+    if text.endswith("Z"):
+        text = text[:-1]
+    else:
+        for position in range(len(text) - 1, 10, -1):  # a +hh:mm / -hh:mm after the time
+            if text[position] in "+-":
+                text, zone = text[:position], text[position:]
+                break
+    head, _, digits = text.partition(".")
+    if digits and not digits.isdigit():
+        raise ValueError(f"bad fraction of a second in {text!r}")
+    return _whole_seconds(head, zone) * 1_000_000_000 + int(digits.ljust(9, "0")[:9])
+
+
+@functools.lru_cache(maxsize=4096)
+def _whole_seconds(head: str, zone: str) -> int:
+    """Epoch seconds of '2025-09-24 19:30:00' in `zone` (cached: rows share seconds)."""
+    moment = datetime.datetime.fromisoformat(head.replace("T", " ") + zone)
+    return int(moment.timestamp())
 
 
 def read_databento(path: Path, spec: InstrumentSpec,
