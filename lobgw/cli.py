@@ -59,8 +59,7 @@ def serve(args: argparse.Namespace) -> int:
             port=config.server.port if args.port is None else args.port)
         config = msgspec.structs.replace(config, server=server)
     configure_logging(config.logging.format, config.logging.level)
-    run(serve_forever(config))
-    return 0
+    return run(serve_forever(config, repair=args.repair))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -83,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                               help="configuration file (default: $LOBGW_CONFIG or config.toml)")
     serve_parser.add_argument("--host", help="listen address (overrides server.host)")
     serve_parser.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve_parser.add_argument("--repair", action="store_true",
+                              help="on journal corruption, keep what precedes it and "
+                                   "quarantine the rest instead of refusing to start")
     serve_parser.set_defaults(handler=serve)
 
     from lobgw.sim.run import add_replay_arguments, replay_command

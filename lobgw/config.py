@@ -76,6 +76,18 @@ class RuntimeConfig(Section, frozen=True):
     """How many finished orders stay available to order lookups."""
 
 
+class JournalConfig(Section, frozen=True):
+    """Durability: every command journaled before it is acknowledged; periodic snapshots."""
+
+    enabled: bool = True
+    directory: str = "./data"
+    fsync: Literal["batch", "always", "off"] = "batch"
+    """batch: one fsync per actor batch (group commit); always: one per request; off: none
+    (survives a process crash, not a machine crash)."""
+    snapshot_every_commands: Positive = 100_000
+    snapshot_every_seconds: PositiveFloat = 60.0
+
+
 class LoggingConfig(Section, frozen=True):
     """Log format and level; one line per request with its timing."""
 
@@ -101,6 +113,7 @@ class Config(Section, frozen=True):
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
     rate_limits: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
 

@@ -34,6 +34,7 @@ def make_config(**overrides: Any) -> Config:
                         "per_ip_rate": 100000, "per_ip_burst": 100000},
         "runtime": {"heartbeat_seconds": 30},
         "logging": {"access_log": False},
+        "journal": {"enabled": False},
     }
     for section, values in overrides.items():
         if isinstance(values, dict):

@@ -34,6 +34,9 @@ api_key = "{BOB_KEY}"
 [server]
 host = "127.0.0.1"
 port = 8080
+
+[journal]
+directory = "JOURNAL_DIR"
 """
 
 
@@ -68,7 +71,7 @@ async def wait_ready(port: int, timeout: float = 20) -> None:
 
 async def test_sigterm_closes_websockets_with_1001_drains_and_exits_0(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
     port = free_port()
     process = await start_server(config, port)
     try:
@@ -97,7 +100,8 @@ async def test_sigterm_closes_websockets_with_1001_drains_and_exits_0(tmp_path: 
 
 async def test_bad_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG.replace('tick_size = "0.5"', 'tick_size = "-1"'))
+    config.write_text(CONFIG.replace('tick_size = "0.5"', 'tick_size = "-1"')
+                      .replace("JOURNAL_DIR", str(tmp_path / "data")))
     process = await start_server(config, free_port())
     _, stderr = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 2
@@ -107,7 +111,7 @@ async def test_bad_config_stops_startup_naming_the_key(tmp_path: Path) -> None:
 
 async def test_environment_override_of_the_port(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
     port = free_port()
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lobgw", "serve", "--config", str(config),
@@ -123,7 +127,7 @@ async def test_environment_override_of_the_port(tmp_path: Path) -> None:
 
 def test_load_config_overrides_and_errors(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
-    config.write_text(CONFIG)
+    config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
     loaded = load_config(config, {"LOBGW_SERVER__PORT": "9100",
                                   "LOBGW_SYMBOLS__0__MAX_QUANTITY": "50",
                                   "LOBGW_CORS__ALLOW_ORIGINS": "https://a.example, https://b",
@@ -146,7 +150,7 @@ def test_load_config_overrides_and_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("[server\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "broken.toml", {})
-    duplicate = CONFIG + '\n[[accounts]]\nname = "carol"\napi_key = "' + ALICE_KEY + '"\n'
+    duplicate = CONFIG.replace("JOURNAL_DIR", "x") + '\n[[accounts]]\nname = "carol"\napi_key = "' + ALICE_KEY + '"\n'
     (tmp_path / "dup.toml").write_text(duplicate)
     with pytest.raises(ConfigError, match="reuses another account's api_key") as caught:
         load_config(tmp_path / "dup.toml", {})

@@ -22,6 +22,7 @@ from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
 from lobgw.errors import InternalError, OverloadedError, ShuttingDownError
+from lobgw.journal import Journal, JournalUnavailableError
 
 T = TypeVar("T")
 
@@ -65,7 +66,8 @@ RowHook = Callable[[int, list[Event], BookReader], None]
 class _Request:
     """One queue entry: commands to apply (or a query to run) and where the answer goes."""
 
-    __slots__ = ("after_row", "commands", "enqueued", "future", "query", "reply", "rows")
+    __slots__ = ("after_row", "commands", "enqueued", "future", "query", "recovered", "reply",
+                 "rows")
 
     def __init__(
         self,
@@ -82,7 +84,15 @@ class _Request:
         self.reply = reply
         self.rows = rows
         self.after_row = after_row
+        self.recovered = False
+        """Commands read back from the journal at startup: apply, do not write again."""
         self.enqueued = time.perf_counter()
+
+    def all_commands(self) -> Sequence[AnyCommand]:
+        """Every command of the request, rows flattened."""
+        if self.rows is not None:
+            return [command for row in self.rows for command in row]
+        return self.commands
 
 
 _STOP = _Request((), None)
@@ -98,8 +108,11 @@ class SymbolActor:
         queue_size: int = 16_384,
         batch_size: int = 512,
         observe_latency: LatencyObserver | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.engine = engine
+        self.journal = journal
+        self.journal_available = True
         self.symbol = engine.spec.symbol
         self.batch_size = batch_size
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
@@ -222,14 +235,87 @@ class SymbolActor:
 
     async def _run(self) -> None:
         queue = self._queue
+        journal = self.journal
         while True:
             batch = [await queue.get()]
             await self._resumed.wait()  # a halt holds what arrived
             while len(batch) < self.batch_size and not queue.empty():
                 batch.append(queue.get_nowait())
+            if journal is not None:
+                batch = await self._journal_batch(journal, batch)
             stop = self._apply(batch)
+            if journal is not None and journal.snapshot_due():
+                await self._snapshot(journal)
             if stop:
                 return
+
+    async def _journal_batch(self, journal: Journal, batch: list[_Request]) -> list[_Request]:
+        """Write the batch's commands before they are applied; refuse what cannot be written.
+
+        One record and one fsync for the whole batch (group commit), or one per request with
+        the `always` policy. Requests whose commands did not reach the journal are answered
+        with JournalUnavailableError and never applied.
+        """
+        groups: list[list[_Request]] = [[]]
+        for request in batch:
+            if request.query is None and request is not _STOP and not request.recovered:
+                groups[-1].append(request)
+                if journal.fsync == "always":
+                    groups.append([])
+        written: set[int] = set()
+        for group in groups:
+            commands = [command for request in group for command in request.all_commands()]
+            if not commands:
+                written.update(id(request) for request in group)
+                continue
+            try:
+                await asyncio.to_thread(journal.append, commands)
+            except JournalUnavailableError as error:
+                if self.journal_available:
+                    log.error("%s: %s; refusing orders until the journal can be written",
+                              self.symbol, error)
+                self.journal_available = False
+                refused = [r for r in batch if r.query is None and r is not _STOP
+                           and not r.recovered and id(r) not in written]
+                for request in refused:
+                    self._answer(request, None, error)
+                return [r for r in batch if r not in refused]
+            written.update(id(request) for request in group)
+        if not self.journal_available:
+            log.warning("%s: the journal is writable again", self.symbol)
+            self.journal_available = True
+        return batch
+
+    async def _snapshot(self, journal: Journal) -> None:
+        snapshot = self.engine.snapshot()
+        try:
+            await asyncio.to_thread(journal.write_snapshot, snapshot)
+        except OSError:
+            log.exception("%s: snapshot failed; the journal keeps everything meanwhile",
+                          self.symbol)
+
+    async def replay_recovered(self, batches: list[list[AnyCommand]]) -> int:
+        """Apply a journal tail after a restart, through the listeners, without re-journaling."""
+        events = 0
+        for commands in batches:
+            future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
+            request = _Request(commands, future)
+            request.recovered = True
+            await self._queue.put(request)
+            events += len(await future)
+        return events
+
+    def _answer(self, request: _Request, result: Any, error: BaseException | None) -> None:
+        if request.reply is not None:
+            try:
+                request.reply(result, error)
+            except Exception:
+                log.exception("reply callback failed for %s", self.symbol)
+        elif request.future is not None and not request.future.done():
+            if error is not None:
+                request.future.set_exception(error)
+            else:
+                request.future.set_result(result)
 
     def _apply(self, batch: list[_Request]) -> bool:
         """Apply one batch, publish it, answer it; return True if the stop sentinel was in it."""
@@ -271,21 +357,10 @@ class SymbolActor:
                     log.exception("listener %r failed on a batch of %s", listener, self.symbol)
         observe = self._observe_latency
         now = time.perf_counter()
-        for request, (future, result, error) in zip(
+        for request, (_, result, error) in zip(
             (r for r in batch if r is not _STOP), answers, strict=True
         ):
             if observe is not None and request.query is None:
                 observe(self.symbol, now - request.enqueued)
-            if request.reply is not None:
-                try:
-                    request.reply(result, error)
-                except Exception:
-                    log.exception("reply callback failed for %s", self.symbol)
-                continue
-            if future is None or future.done():  # a caller that gave up stays given up
-                continue
-            if error is not None:
-                future.set_exception(error)
-            else:
-                future.set_result(result)
+            self._answer(request, result, error)
         return stop

@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 
 from lobgw.actors.actor import LatencyObserver, Listener, SymbolActor
+from lobgw.book.commands import AnyCommand
 from lobgw.book.engine import Engine
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.errors import UnknownSymbolError
+from lobgw.journal import Journal, Recovery
 
 
 class Exchange:
@@ -26,13 +29,48 @@ class Exchange:
         batch_size: int = 512,
         observe_latency: LatencyObserver | None = None,
         first_order_id: int = 1,
+        journals: dict[str, Journal] | None = None,
     ) -> None:
         self.actors: dict[str, SymbolActor] = {}
         for spec in specs:
             self.actors[spec.symbol] = SymbolActor(
                 Engine(spec), queue_size=queue_size, batch_size=batch_size,
-                observe_latency=observe_latency)
+                observe_latency=observe_latency,
+                journal=(journals or {}).get(spec.symbol))
         self._order_ids = itertools.count(first_order_id)
+        self.recoveries: dict[str, Recovery] = {}
+
+    async def recover(
+        self, repair: bool = False,
+        restored: Callable[[str, Engine], None] | None = None,
+    ) -> dict[str, Recovery]:
+        """Rebuild every journaled symbol: its snapshot, then its journal tail through the
+        actor (listeners see the tail's events). `restored(symbol, engine)` runs between the
+        two, so a listener can learn what the snapshot brought back. Call before `start`...
+        it starts the actors itself, and raises JournalCorruptError on damage unless `repair`.
+        """
+        tails: dict[str, list[list[AnyCommand]]] = {}
+        max_order_id = 0
+        for symbol, actor in self.actors.items():
+            if actor.journal is None:
+                continue
+            engine, recovery, batches = actor.journal.recover(actor.engine.spec, repair)
+            actor.engine = engine
+            self.recoveries[symbol] = recovery
+            tails[symbol] = batches
+            max_order_id = max(max_order_id, recovery.max_order_id)
+            if restored is not None:
+                restored(symbol, engine)
+        self.start()
+        for symbol, batches in tails.items():
+            actor = self.actors[symbol]
+            started = time.perf_counter()
+            await actor.replay_recovered(batches)
+            self.recoveries[symbol].seconds += time.perf_counter() - started
+            assert actor.journal is not None
+            actor.journal.open()
+        self._order_ids = itertools.count(max(max_order_id + 1, next(self._order_ids)))
+        return self.recoveries
 
     def actor(self, symbol: str) -> SymbolActor:
         """The actor trading `symbol`; raise UnknownSymbolError if there is none."""
@@ -65,8 +103,11 @@ class Exchange:
             actor.start()
 
     async def stop(self) -> None:
-        """Stop accepting, drain every queue, end every task."""
+        """Stop accepting, drain every queue, end every task; close the journals."""
         await asyncio.gather(*(actor.stop() for actor in self.actors.values()))
+        for actor in self.actors.values():
+            if actor.journal is not None:
+                actor.journal.close()
 
     @property
     def running(self) -> bool:

@@ -35,6 +35,8 @@ class SubmitOrder(Command, frozen=True, gc=False, tag=True):
     post_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     timestamp: int = 0
+    client_order_id: str | None = None
+    """Carried for the gateway (journaled with the order); the engine ignores it."""
 
     def __post_init__(self) -> None:
         # One cheap test for the common case; enum members come from module globals because

@@ -146,6 +146,7 @@ class OrderView(msgspec.Struct, frozen=True, gc=False):
     timestamp: int
     post_only: bool = False
     stp: SelfTradePrevention = CANCEL_TAKER
+    client_order_id: str | None = None
 
 
 class Counters(msgspec.Struct, frozen=True, gc=False):
@@ -721,7 +722,8 @@ class Engine:
                     raise SnapshotError(f"order {view.order_id} has an impossible size or price")
                 order = SubmitOrder(view.order_id, view.account, view.side, view.quantity,
                                     price=view.price, post_only=view.post_only, stp=view.stp,
-                                    timestamp=view.timestamp)
+                                    timestamp=view.timestamp,
+                                    client_order_id=view.client_order_id)
                 engine._rest(order, view.price * book.sign, view.remaining, book)
         if engine._asks.best <= -engine._bids.best:
             raise SnapshotError("snapshot book is crossed")
@@ -739,4 +741,5 @@ class Engine:
 def _view(order: SubmitOrder, remaining: int) -> OrderView:
     assert order.price is not None
     return OrderView(order.order_id, order.account, order.side, order.price, order.quantity,
-                     remaining, order.timestamp, order.post_only, order.stp)
+                     remaining, order.timestamp, order.post_only, order.stp,
+                     order.client_order_id)

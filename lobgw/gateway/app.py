@@ -14,12 +14,14 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
 
 from lobgw.actors import Exchange
+from lobgw.book.engine import Engine
 from lobgw.config import Config
 from lobgw.errors import UnknownSymbolError
 from lobgw.gateway.errors import ApiError, ErrorCode, describe
@@ -56,6 +58,7 @@ from lobgw.gateway.wire import (
     TradesResponse,
 )
 from lobgw.gateway.ws import websocket_handler
+from lobgw.journal import Journal
 
 log = logging.getLogger("lobgw.gateway")
 access_log = logging.getLogger("lobgw.access")
@@ -439,9 +442,26 @@ ROUTES: list[Route] = [
 # -- the app --------------------------------------------------------------------------------
 
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:
-    """Start the actors and the heartbeat; on cleanup drain the actors."""
+    """Recover (if journaled) and start the actors and the heartbeat; on cleanup drain them."""
     exchange = app[EXCHANGE]
-    exchange.start()
+    if any(actor.journal is not None for actor in exchange.actors.values()):
+        registry = app[REGISTRY]
+
+        def restored(symbol: str, engine: Engine) -> None:
+            snapshot = engine.snapshot()
+            registry.restore(symbol, snapshot.bids + snapshot.asks)
+
+        recoveries = await exchange.recover(app[STATE].repair, restored)
+        for symbol, recovery in recoveries.items():
+            log.info("recovered %s: snapshot seq %d, %d journal records (%d commands) in "
+                     "%.3fs%s%s", symbol, recovery.snapshot_seq, recovery.records,
+                     recovery.commands, recovery.seconds,
+                     f", torn tail of {recovery.torn_bytes} bytes truncated"
+                     if recovery.torn_bytes else "",
+                     f", quarantined {len(recovery.quarantined)} file(s)"
+                     if recovery.quarantined else "")
+    else:
+        exchange.start()
     heartbeat = asyncio.create_task(_heartbeats(app), name="heartbeats")
     app[STATE].ready = True
     log.info("gateway ready: %d symbols", len(exchange.actors))
@@ -468,17 +488,28 @@ async def close_websockets(app: web.Application) -> None:
                          return_exceptions=True)
 
 
-def create_app(config: Config) -> web.Application:
-    """Build the gateway for `config` (actors start when the app starts)."""
+def create_app(config: Config, repair: bool = False) -> web.Application:
+    """Build the gateway for `config` (actors recover and start when the app starts).
+
+    `repair`: on journal corruption keep what precedes it and quarantine the rest, instead
+    of refusing to start.
+    """
     app = web.Application(
         client_max_size=config.server.max_request_bytes,
         middlewares=[cors_middleware(config), access_middleware],
     )
     specs = {spec.symbol: spec for spec in config.symbols}
     metrics = Metrics()
+    journals = None
+    if config.journal.enabled:
+        journals = {spec.symbol: Journal(Path(config.journal.directory), spec.symbol,
+                                         config.journal.fsync,
+                                         config.journal.snapshot_every_commands,
+                                         config.journal.snapshot_every_seconds)
+                    for spec in config.symbols}
     exchange = Exchange(config.symbols, queue_size=config.runtime.command_queue_size,
                         batch_size=config.runtime.batch_size,
-                        observe_latency=metrics.observe_latency)
+                        observe_latency=metrics.observe_latency, journals=journals)
     registry = OrderRegistry(specs, config.runtime.finished_orders_kept)
     hub = MarketDataHub(specs, config.runtime.recent_trades)
     registry.wants_executions = hub.wants_executions
@@ -488,7 +519,7 @@ def create_app(config: Config) -> web.Application:
     exchange.add_listener(hub.on_batch)
     exchange.add_listener(metrics.on_batch)
     metrics.watch_exchange(exchange)
-    state = GatewayState()
+    state = GatewayState(repair=repair)
     metrics.add_collector(lambda: metrics.ws_connections.set({}, len(state.connections)))
 
     app[CONFIG] = config

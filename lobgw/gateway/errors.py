@@ -24,6 +24,7 @@ from lobgw.errors import (
     UnknownSymbolError,
 )
 from lobgw.gateway.wire import ErrorBody
+from lobgw.journal import JournalUnavailableError
 
 log = logging.getLogger("lobgw.gateway")
 
@@ -41,6 +42,7 @@ class ErrorCode(enum.Enum):
     UNAUTHORIZED = "UNAUTHORIZED"
     RATE_LIMITED = "RATE_LIMITED"
     OVERLOADED = "OVERLOADED"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
     DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
@@ -79,6 +81,7 @@ _STATUS = {
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.OVERLOADED: 503,
+    ErrorCode.JOURNAL_UNAVAILABLE: 503,
     ErrorCode.SHUTTING_DOWN: 503,
 }
 
@@ -122,6 +125,10 @@ def describe(error: BaseException) -> ApiError:
         case OverloadedError():
             return ApiError(ErrorCode.OVERLOADED, "the symbol's queue is full; retry shortly",
                             retry_after=RETRY_AFTER_OVERLOADED)
+        case JournalUnavailableError():
+            return ApiError(ErrorCode.JOURNAL_UNAVAILABLE,
+                            "the symbol's journal cannot be written; no order is accepted "
+                            "until it can", retry_after=RETRY_AFTER_OVERLOADED)
         case ShuttingDownError():
             return ApiError(ErrorCode.SHUTTING_DOWN, "the gateway is shutting down",
                             retry_after=RETRY_AFTER_OVERLOADED)

@@ -23,6 +23,8 @@ class GatewayState:
     ready: bool = False
     connections: set[Any] = field(default_factory=set)
     """Open WebSocket connections (lobgw.gateway.ws.Connection), closed on shutdown."""
+    repair: bool = False
+    """Start even if a journal is corrupt, quarantining what follows the damage."""
 
 
 CONFIG = web.AppKey("config", Config)

@@ -3,15 +3,15 @@ exist elsewhere (engine counters, queue depths, connection counts) are read at s
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Callable, Sequence
 
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
-from aioprometheus.histogram import Histogram as HistogramValue
 from aioprometheus.renderer import render
 
 from lobgw.actors import BookReader, Exchange
 from lobgw.book.events import Event, OrderRejected
+from lobgw.histogram import FastHistogram
+from lobgw.journal import FSYNC_BUCKETS, SNAPSHOT_BUCKETS
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    1.0)
@@ -52,6 +52,21 @@ class Metrics:
                                            "Connections closed as slow consumers", registry=r)
         self.rate_limited = Counter("lobgw_rate_limited_total", "Requests refused by rate limits",
                                     registry=r)
+        self.journal_bytes = Counter("lobgw_journal_bytes_total", "Bytes written to journals",
+                                     registry=r)
+        self.journal_records = Counter("lobgw_journal_records_total", "Journal records written",
+                                       registry=r)
+        self.journal_available = Gauge("lobgw_journal_available",
+                                       "1 while a symbol's journal can be written", registry=r)
+        self.fsync_latency = Histogram("lobgw_journal_fsync_seconds", "fsync duration",
+                                       registry=r, buckets=FSYNC_BUCKETS)
+        self.snapshot_duration = Histogram("lobgw_snapshot_seconds", "Snapshot write duration",
+                                           registry=r, buckets=SNAPSHOT_BUCKETS)
+        self.recovery_seconds = Gauge("lobgw_recovery_seconds",
+                                      "Time the last startup spent recovering a symbol",
+                                      registry=r)
+        self.recovery_records = Gauge("lobgw_recovery_records",
+                                      "Journal records replayed by the last startup", registry=r)
         self.rate_limited.set({}, 0)
         # Hot-path tallies: plain numbers, copied into the collectors at every scrape.
         self.messages_sent = 0
@@ -88,6 +103,17 @@ class Metrics:
         def collect() -> None:
             for symbol, actor in exchange.actors.items():
                 labels = {"symbol": symbol}
+                journal = actor.journal
+                if journal is not None:
+                    self.journal_bytes.set(labels, journal.bytes_written)
+                    self.journal_records.set(labels, journal.records_written)
+                    self.journal_available.set(labels, int(actor.journal_available))
+                    self.fsync_latency.set_value(labels, journal.fsync_seconds.export())
+                    self.snapshot_duration.set_value(labels, journal.snapshot_seconds.export())
+                recovery = exchange.recoveries.get(symbol)
+                if recovery is not None:
+                    self.recovery_seconds.set(labels, recovery.seconds)
+                    self.recovery_records.set(labels, recovery.records)
                 counters = actor.engine.counters()
                 self.orders_received.set(labels, self.received.get(symbol, 0))
                 self.orders_accepted.set(labels, counters.orders)
@@ -106,34 +132,3 @@ class Metrics:
             collect()
         self._collect_tallies()
         return render(self.registry, list(accepts))
-
-
-class FastHistogram:
-    """Bucket counts kept with one bisect per sample; exported to aioprometheus at scrape.
-
-    aioprometheus resolves label dicts on every observation, which costs more than the
-    command being measured; this keeps the hot path to a few operations.
-    """
-
-    __slots__ = ("bounds", "counts", "total")
-
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = list(bounds)
-        self.counts = [0] * (len(self.bounds) + 1)
-        self.total = 0.0
-
-    def observe(self, value: float) -> None:
-        """Count one sample (le semantics: a value equal to a bound falls in that bucket)."""
-        self.counts[bisect_left(self.bounds, value)] += 1
-        self.total += value
-
-    def export(self) -> HistogramValue:
-        """The cumulative aioprometheus histogram value."""
-        value = HistogramValue(*self.bounds)
-        cumulative = 0
-        for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
-            cumulative += count
-            value.buckets[bound] = cumulative
-        value.observations = cumulative
-        value.sum = self.total
-        return value

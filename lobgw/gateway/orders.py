@@ -20,6 +20,7 @@ import msgspec
 from lobgw.actors import BookReader, Exchange, SymbolActor
 from lobgw.actors.actor import Reply
 from lobgw.book.commands import AmendOrder, CancelOrder, SubmitOrder
+from lobgw.book.engine import OrderView
 from lobgw.book.events import (
     Event,
     OrderAccepted,
@@ -145,6 +146,22 @@ class OrderRegistry:
         orders = (self.open[order_id] for order_id in sorted(self.by_account.get(account, ())))
         return [order for order in orders if symbol is None or order.symbol == symbol]
 
+    def restore(self, symbol: str, orders: list[OrderView]) -> None:
+        """After a restart: the resting orders a snapshot brought back (fills before the
+        snapshot are known by quantity; their average price is not)."""
+        for view in orders:
+            order = TrackedOrder(view.order_id, view.account, symbol, view.client_order_id,
+                                 view.side, OrderType.LIMIT, TimeInForce.GTC, view.price,
+                                 view.quantity, view.remaining, view.post_only, view.stp,
+                                 view.timestamp, view.timestamp,
+                                 filled=view.quantity - view.remaining, notional=-1,
+                                 status=OrderStatus.NEW if view.remaining == view.quantity
+                                 else OrderStatus.PARTIALLY_FILLED)
+            self.open[order.order_id] = order
+            self.by_account.setdefault(order.account, set()).add(order.order_id)
+            if order.client_order_id is not None:
+                self.client_ids[order.account, order.client_order_id] = order.order_id
+
     # -- the actor listener ---------------------------------------------------------------
 
     def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
@@ -162,7 +179,8 @@ class OrderRegistry:
                         if order is None:
                             continue
                         order.filled += event.quantity
-                        order.notional += event.quantity * event.price
+                        if order.notional >= 0:  # -1: fills from before a restart
+                            order.notional += event.quantity * event.price
                         order.remaining = left
                         order.updated_at = event.timestamp
                         happening = Happening.FILL if left == 0 else Happening.PARTIAL_FILL
@@ -172,9 +190,13 @@ class OrderRegistry:
                             reports.append(self._report(order, event.seq, "fill", fill))
                 case OrderAccepted():
                     order = self.pending.pop(event.order.order_id, None)
-                    if order is None:  # entered by another driver (replay, backtest)
-                        order = TrackedOrder.from_command(event.order.account, symbol, None,
+                    if order is None:  # another driver (replay, backtest) or journal recovery
+                        order = TrackedOrder.from_command(event.order.account, symbol,
+                                                          event.order.client_order_id,
                                                           event.order)
+                        if order.client_order_id is not None:
+                            self.client_ids[order.account, order.client_order_id] = (
+                                order.order_id)
                     self.open[order.order_id] = order
                     self.by_account.setdefault(order.account, set()).add(order.order_id)
                     if wants(order.account):
@@ -242,7 +264,7 @@ class OrderRegistry:
         spec = self.specs[order.symbol]
         fmt = self.formats[order.symbol]
         average = None
-        if order.filled:
+        if order.filled and order.notional >= 0:
             average = format_decimal(spec.tick_size * order.notional / order.filled)
         return OrderInfo(
             order_id=order.order_id,
@@ -361,7 +383,8 @@ class OrderService:
         command = SubmitOrder(order_id, account, request.side, quantity, price=price,
                               order_type=request.type, time_in_force=request.time_in_force,
                               post_only=request.post_only, stp=request.stp,
-                              timestamp=time.time_ns())
+                              timestamp=time.time_ns(),
+                              client_order_id=request.client_order_id)
         tracked = TrackedOrder.from_command(account, request.symbol, request.client_order_id,
                                             command)
         self.registry.reserve(tracked)

@@ -13,16 +13,27 @@ from aiohttp import web
 
 from lobgw.config import Config
 from lobgw.gateway.app import create_app
+from lobgw.journal import JournalCorruptError
 
 log = logging.getLogger("lobgw.server")
 
 
-async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
-    """Serve until SIGINT or SIGTERM, then shut down in order."""
-    app = create_app(config)
+async def serve(config: Config, ready: asyncio.Event | None = None,
+                repair: bool = False) -> int:
+    """Serve until SIGINT or SIGTERM, then shut down in order; return the exit code."""
+    app = create_app(config, repair)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=config.server.shutdown_timeout)
-    await runner.setup()
+    try:
+        await runner.setup()
+    except JournalCorruptError as error:
+        log.error("cannot start: journal corrupt: %s", error)
+        await runner.cleanup()
+        return 3
+    except OSError as error:
+        log.error("cannot start: %s", error)
+        await runner.cleanup()
+        return 3
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
     await site.start()
     stop = asyncio.Event()
@@ -37,13 +48,13 @@ async def serve(config: Config, ready: asyncio.Event | None = None) -> None:
     log.info("shutting down")
     await runner.cleanup()
     log.info("stopped")
+    return 0
 
 
-def run(main: Coroutine[Any, Any, None]) -> None:
+def run(main: Coroutine[Any, Any, int]) -> int:
     """Run a coroutine on uvloop if it is installed, else on asyncio's loop."""
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux and macOS
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        return asyncio.run(main)
+    return uvloop.run(main)
