@@ -104,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "results as JSON (and a plot), print a summary.")
     add_backtest_arguments(backtest_parser)
     backtest_parser.set_defaults(handler=backtest_command)
+
+    from lobgw import journal_tools
+
+    journal_parser = commands.add_parser(
+        "journal", help="inspect a journal or rebuild a book from it",
+        description="Read-only tools over a gateway's journal directory.")
+    journal_tools.add_arguments(journal_parser)
+    journal_parser.set_defaults(handler=journal_tools.command)
     return parser
 
 
