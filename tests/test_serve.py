@@ -150,7 +150,8 @@ def test_load_config_overrides_and_errors(tmp_path: Path) -> None:
     (tmp_path / "broken.toml").write_text("[server\nport = 1")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_config(tmp_path / "broken.toml", {})
-    duplicate = CONFIG.replace("JOURNAL_DIR", "x") + '\n[[accounts]]\nname = "carol"\napi_key = "' + ALICE_KEY + '"\n'
+    duplicate = (CONFIG.replace("JOURNAL_DIR", "x")
+                 + f'\n[[accounts]]\nname = "carol"\napi_key = "{ALICE_KEY}"\n')
     (tmp_path / "dup.toml").write_text(duplicate)
     with pytest.raises(ConfigError, match="reuses another account's api_key") as caught:
         load_config(tmp_path / "dup.toml", {})
