@@ -69,6 +69,8 @@ class Exchange:
             self.recoveries[symbol].seconds += time.perf_counter() - started
             assert actor.journal is not None
             actor.journal.open()
+            # The tail counts towards the next snapshot (so a clean stop snapshots it).
+            actor.journal.commands_since_snapshot = self.recoveries[symbol].commands
         self._order_ids = itertools.count(max(max_order_id + 1, next(self._order_ids)))
         return self.recoveries
 
