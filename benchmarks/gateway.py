@@ -9,6 +9,8 @@ process with the `websockets` client):
   paced    the same connections at a fixed rate (default: half of what `entry` reached), one
            request at a time per tick: the latency a client sees when the gateway is not
            saturated.
+  journal  with --journal: saturated order entry without and with the journal (fsync per
+           batch), in alternating short runs; the medians and their ratio.
   fanout   `--subscribers` connections subscribed to one symbol's `book` and `trades` while 2
            connections trade on it; prints market-data messages delivered/s, and whether the
            server dropped any or closed slow consumers.
@@ -25,6 +27,7 @@ import platform
 import random
 import signal
 import socket
+import statistics
 import sys
 import tempfile
 import time
@@ -49,7 +52,8 @@ decode_reply = msgspec.json.Decoder(Reply).decode
 
 
 def write_config(directory: Path, port: int, journal: bool = False) -> Path:
-    """A config with one symbol, 16 accounts and no practical rate limits."""
+    """A config with one symbol, 16 accounts and no practical rate limits; journaled (fsync
+    per batch, in `directory`) when `journal`."""
     accounts = "\n".join(f'[[accounts]]\nname = "trader{i}"\napi_key = "{key}"\n'
                          for i, key in enumerate(KEYS))
     path = directory / "bench.toml"
@@ -72,6 +76,11 @@ per_ip_burst = 10000000
 
 [runtime]
 subscriber_queue_size = 65536
+
+[journal]
+enabled = {"true" if journal else "false"}
+directory = "{directory / "journal"}"
+fsync = "batch"
 
 [logging]
 access_log = false
@@ -214,14 +223,16 @@ def latency_line(traders: list[Trader], seconds: float, label: str) -> float:
     return rate
 
 
-async def entry(url: str, seconds: float, window: int, connections: int) -> float:
+async def entry(url: str, seconds: float, window: int, connections: int,
+                label: str = "") -> float:
     """Saturated order entry."""
     traders = [Trader(url, KEYS[i], i) for i in range(connections)]
     await asyncio.gather(*(t.connect() for t in traders))
     start = time.perf_counter()
     await asyncio.gather(*(t.run_window(window, start + seconds) for t in traders))
     elapsed = time.perf_counter() - start
-    rate = latency_line(traders, elapsed, f"entry, {connections} conns x {window} in flight")
+    rate = latency_line(traders, elapsed, label or f"entry, {connections} conns x {window} in "
+                        "flight")
     await asyncio.gather(*(t.ws.close() for t in traders))
     return rate
 
@@ -308,6 +319,29 @@ async def fanout(url: str, port: int, seconds: float, subscribers: int) -> None:
         ws.transport.abort()
 
 
+async def compare_journal(directory: Path, args: argparse.Namespace) -> None:
+    """Order entry without and with the journal, alternating short runs (this VM's speed
+    drifts by up to 2x within a minute, so back-to-back long runs are not comparable)."""
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    for round_number in range(args.rounds):
+        for journaled in (False, True):
+            port = free_port()
+            url = f"ws://127.0.0.1:{port}/ws"
+            folder = directory / f"j{round_number}{int(journaled)}"
+            folder.mkdir()
+            server = await start_server(write_config(folder, port, journal=journaled), port)
+            try:
+                label = "journaled (fsync=batch)" if journaled else "not journaled"
+                rates[journaled].append(await entry(url, args.seconds / 2, args.window,
+                                                    args.connections, label))
+            finally:
+                await stop_server(server)
+    plain = statistics.median(rates[False])
+    durable = statistics.median(rates[True])
+    print(f"median over {args.rounds} alternating rounds: {plain:,.0f}/s without the journal, "
+          f"{durable:,.0f}/s with it: the journal keeps {durable / plain:.0%}")
+
+
 def _metric(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " ") or line.startswith(name + "{"):
@@ -324,6 +358,10 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--paced-rate", type=float, default=0.0,
                         help="orders/s for the paced run (default: half of entry)")
+    parser.add_argument("--journal", action="store_true",
+                        help="also compare order entry with and without the journal")
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="alternating rounds for the journal comparison")
     args = parser.parse_args(argv)
     print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
           f"server and load in separate processes on loopback")
@@ -336,6 +374,8 @@ async def main(argv: list[str] | None = None) -> None:
             await paced(url, args.seconds, args.paced_rate or rate / 2, args.connections)
         finally:
             await stop_server(server)
+        if args.journal:
+            await compare_journal(Path(directory), args)
         port = free_port()
         url = f"ws://127.0.0.1:{port}/ws"
         server = await start_server(write_config(Path(directory), port), port)
