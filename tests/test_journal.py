@@ -115,3 +115,33 @@ async def test_full_queue_and_journal_refusals_do_not_reach_the_book(tmp_path: P
     await exchange.stop()
     engine: Engine = Journal(tmp_path, "J").recover(SPEC)[0]
     assert engine.open_order_count() in (1, 2)
+
+
+def test_journal_tools_inspect_and_replay(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    write_records(tmp_path, 4)
+    config = tmp_path / "config.toml"
+    config.write_text('[[symbols]]\nsymbol = "J"\ntick_size = "0.01"\nlot_size = "1"\n')
+    inspect = subprocess.run([sys.executable, "-m", "lobgw", "journal", "inspect", str(tmp_path),
+                              "--config", str(config)], capture_output=True, text=True,
+                             timeout=60)
+    assert inspect.returncode == 0, inspect.stderr
+    assert "journal-00000000.log: 4 records, 4 commands" in inspect.stdout
+    assert "events: seq 1..4" in inspect.stdout
+    book, snapshot = tmp_path / "book.csv", tmp_path / "final.snap"
+    replay = subprocess.run([sys.executable, "-m", "lobgw", "journal", "replay", str(tmp_path),
+                             "--symbol", "J", "--config", str(config), "--book-out", str(book),
+                             "--levels", "2", "--snapshot-out", str(snapshot)],
+                            capture_output=True, text=True, timeout=60)
+    assert replay.returncode == 0, replay.stderr
+    rows = book.read_text().splitlines()
+    assert len(rows) == 4
+    assert rows[-1] == "9999999999,0,1.04,5,9999999999,0,1.03,5"
+    final = msgspec.msgpack.decode(snapshot.read_bytes(), type=BookSnapshot)
+    assert final.seq == 4 and len(final.bids) == 4
+    missing = subprocess.run([sys.executable, "-m", "lobgw", "journal", "inspect",
+                              str(tmp_path), "--symbol", "NOPE"], capture_output=True,
+                             text=True, timeout=60)
+    assert missing.returncode == 2 and "no journaled symbol named NOPE" in missing.stderr
