@@ -22,33 +22,13 @@ from lobgw.book.instrument import InstrumentSpec
 from lobgw.client import ClientError, LobgwClient
 from lobgw.journal import SnapshotFile, read_journal, read_records
 from tests.conftest import ALICE_KEY, BOB_KEY
+from tests.test_serve import CONFIG as SERVE_CONFIG
 from tests.test_serve import free_port, wait_ready
 
-CONFIG = f"""
-[[symbols]]
-symbol = "BTC-USD"
-tick_size = "0.5"
-lot_size = "0.01"
-
-[[accounts]]
-name = "alice"
-api_key = "{ALICE_KEY}"
-
-[[accounts]]
-name = "bob"
-api_key = "{BOB_KEY}"
-
-[server]
-host = "127.0.0.1"
-
-[journal]
-directory = "DIRECTORY"
-fsync = "batch"
-snapshot_every_commands = SNAPSHOT_EVERY
-
-[logging]
-access_log = false
-"""
+CONFIG = SERVE_CONFIG.replace(
+    '[journal]\ndirectory = "JOURNAL_DIR"',
+    '[journal]\ndirectory = "DIRECTORY"\nfsync = "batch"\n'
+    'snapshot_every_commands = SNAPSHOT_EVERY\n\n[logging]\naccess_log = false')
 SPEC = InstrumentSpec("BTC-USD", Decimal("0.5"), Decimal("0.01"))
 
 

@@ -341,19 +341,8 @@ class OrderService:
                          ) -> TrackedOrder:
         """Validate and enqueue a new order; `answer` gets the ack or the error (in the actor)."""
         tracked, actor, command = self._prepare_place(account, request)
-
-        def reply(events: list[Event] | None, error: BaseException | None) -> None:
-            if events is None:
-                self.registry.release(tracked.order_id)
-                answer(None, error)
-                return
-            try:
-                ack = self.finish_place(tracked, events)
-            except Exception as refusal:
-                answer(None, refusal)
-            else:
-                answer(ack, None)
-
+        reply = _replier(lambda events: self.finish_place(tracked, events), answer,
+                         lambda: self.registry.release(tracked.order_id))
         try:
             actor.submit_with_reply(command, reply)
         except BaseException:
@@ -437,21 +426,7 @@ class OrderService:
         """Check ownership and enqueue a cancel; `answer` gets the ack or the error."""
         order, command = self._prepare_cancel(account, order_id, client_order_id)
         self.exchange.actor(order.symbol).submit_with_reply(
-            command, self._change_reply(order, answer))
-
-    def _change_reply(self, order: TrackedOrder,
-                      answer: Callable[[OrderAck | None, BaseException | None], None]) -> Reply:
-        def reply(events: list[Event] | None, error: BaseException | None) -> None:
-            if events is None:
-                answer(None, error)
-                return
-            try:
-                ack = self.finish_change(order, events)
-            except Exception as refusal:
-                answer(None, refusal)
-            else:
-                answer(ack, None)
-        return reply
+            command, _replier(lambda events: self.finish_change(order, events), answer))
 
     def start_amend(self, account: str, order_id: int | None, client_order_id: str | None,
                     body: AmendBody) -> tuple[TrackedOrder, asyncio.Future[list[Event]]]:
@@ -504,6 +479,25 @@ class OrderService:
         canceled = [event.order_id for events in await asyncio.gather(*futures)
                     for event in events if isinstance(event, OrderCanceled)]
         return CancelAllResult(canceled=len(canceled), order_ids=sorted(canceled))
+
+
+def _replier(finish: Callable[[list[Event]], OrderAck],
+             answer: Callable[[OrderAck | None, BaseException | None], None],
+             on_failure: Callable[[], None] | None = None) -> Reply:
+    """An actor reply callback: turn the events into an ack (or a refusal) for `answer`."""
+    def reply(events: list[Event] | None, error: BaseException | None) -> None:
+        if events is None:
+            if on_failure is not None:
+                on_failure()
+            answer(None, error)
+            return
+        try:
+            ack = finish(events)
+        except Exception as refusal:
+            answer(None, refusal)
+        else:
+            answer(ack, None)
+    return reply
 
 
 class RejectedError(ApiError):

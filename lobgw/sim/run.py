@@ -140,16 +140,24 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="never show progress")
 
 
+def _data_and_spec(command: str, path: Path, args: argparse.Namespace
+                   ) -> InstrumentSpec | None:
+    """The symbol's spec for a data file, or None after printing why not."""
+    if not path.exists():
+        print(f"lobgw {command}: {path}: no such file", file=sys.stderr)
+        return None
+    try:
+        return resolve_spec(args.symbol, args.format, path, args.config, args.tick_size)
+    except ConfigError as error:
+        print(f"lobgw {command}: {error}", file=sys.stderr)
+        return None
+
+
 def replay_command(args: argparse.Namespace) -> int:
     """Run `lobgw replay`."""
     path: Path = args.file
-    if not path.exists():
-        print(f"lobgw replay: {path}: no such file", file=sys.stderr)
-        return 2
-    try:
-        spec = resolve_spec(args.symbol, args.format, path, args.config, args.tick_size)
-    except ConfigError as error:
-        print(f"lobgw replay: {error}", file=sys.stderr)
+    spec = _data_and_spec("replay", path, args)
+    if spec is None:
         return 2
     try:
         if args.into:
@@ -263,11 +271,10 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
 def backtest_command(args: argparse.Namespace) -> int:
     """Run `lobgw backtest`."""
     path: Path = args.data
-    if not path.exists():
-        print(f"lobgw backtest: {path}: no such file", file=sys.stderr)
+    spec = _data_and_spec("backtest", path, args)
+    if spec is None:
         return 2
     try:
-        spec = resolve_spec(args.symbol, args.format, path, args.config, args.tick_size)
         params = parse_params(args.param)
         strategy, target, side = build_strategy(args.strategy, params, spec, args.format, path)
     except (ConfigError, ValueError, InvalidOperation) as error:
