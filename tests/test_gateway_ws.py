@@ -300,3 +300,44 @@ async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
         assert trade["price"] == "1499.0"
         assert gateway.app[EXCHANGE].actor("BTC-USD").running
         await healthy.close()
+
+
+async def test_replay_into_a_running_gateway(gateway: Gateway, tmp_path: Any) -> None:
+    from lobgw.sim.run import replay_into
+
+    flow = tmp_path / "flow.csv"
+    flow.write_text("ts,msg_type,side,price,qty,order_id\n"
+                    "1,ADD,SELL,101.0,2,1\n"
+                    "2,ADD,SELL,102.0,1,2\n"
+                    "3,ADD,BUY,99.5,3,3\n"
+                    "4,CANCEL,,,,2\n"
+                    "5,AMEND,,99.0,,3\n")
+    spec = gateway.app[EXCHANGE].spec("BTC-USD")
+    async with await connect(gateway, key=None) as watcher:
+        await watcher.subscribe("book", "BTC-USD")
+        summary = await replay_into(gateway.ws_url, ALICE_KEY, flow, "csv", spec, speed=None)
+        assert summary.rows == 5 and summary.commands == 5 and not summary.errors
+        status, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+        assert (book["bids"], book["asks"]) == ([["99.0", "3.00"]], [["101.0", "2.00"]])
+        await watcher.next_message("book_update")  # subscribers saw it live
+
+
+def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from lobgw.gateway.logs import configure_logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        configure_logging("json", "INFO")
+        logging.getLogger("lobgw.access").info("GET /x 200",
+                                               extra={"status": 200, "path": "/x"})
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    entry = msgspec.json.decode(line)
+    assert (entry["level"], entry["logger"], entry["status"], entry["path"]) == (
+        "INFO", "lobgw.access", 200, "/x")
+    assert entry["message"] == "GET /x 200" and entry["time"].endswith("Z")
