@@ -317,7 +317,7 @@ async def test_replay_into_a_running_gateway(gateway: Gateway, tmp_path: Any) ->
         await watcher.subscribe("book", "BTC-USD")
         summary = await replay_into(gateway.ws_url, ALICE_KEY, flow, "csv", spec, speed=None)
         assert summary.rows == 5 and summary.commands == 5 and not summary.errors
-        status, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+        _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
         assert (book["bids"], book["asks"]) == ([["99.0", "3.00"]], [["101.0", "2.00"]])
         await watcher.next_message("book_update")  # subscribers saw it live
 
