@@ -28,6 +28,19 @@ def test_same_commands_give_byte_identical_events_and_snapshots() -> None:
     assert first.open_order_count() > 50
 
 
+def test_batches_of_any_size_give_the_same_events_as_one_by_one() -> None:
+    single = Engine(SYNTHETIC_SPEC)
+    expected = ENCODER.encode(run(single, COMMANDS))
+    for size in (1, 7, 256, len(COMMANDS)):
+        engine = Engine(SYNTHETIC_SPEC)
+        events: list[Event] = []
+        for start in range(0, len(COMMANDS), size):
+            engine.apply_batch(COMMANDS[start:start + size], events)
+        assert ENCODER.encode(events) == expected
+        assert ENCODER.encode(engine.snapshot()) == ENCODER.encode(single.snapshot())
+        assert engine.counters() == single.counters()
+
+
 def test_events_round_trip_through_the_wire_encoding() -> None:
     events = run(Engine(SYNTHETIC_SPEC), COMMANDS[:2_000])
     decoded = msgspec.msgpack.decode(ENCODER.encode(events), type=list[AnyEvent])

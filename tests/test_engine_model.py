@@ -64,6 +64,7 @@ class EngineMatchesModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.engine = Engine(SPEC)
+        self.batched = Engine(SPEC)  # the same commands through apply_batch (the actor path)
         self.model = ReferenceBook(SPEC)
         self.next_id = 1
         self.ts = 0
@@ -74,6 +75,7 @@ class EngineMatchesModel(RuleBasedStateMachine):
         got = self.engine.apply(command)
         want = self.model.apply(command)
         assert got == want, f"{command}\nengine: {got}\nmodel:  {want}"
+        assert self.batched.apply_batch([command]) == want
         assert [e.seq for e in got] == list(range(seq_before + 1, seq_before + 1 + len(got)))
         assert got, "every command yields at least one event"
 
@@ -145,6 +147,7 @@ class EngineMatchesModel(RuleBasedStateMachine):
     def restore_gives_the_same_book(self) -> None:
         snapshot = self.engine.snapshot()
         assert Engine.restore(snapshot).snapshot() == snapshot
+        assert self.batched.snapshot() == snapshot
 
 
 
