@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Coroutine
@@ -36,6 +37,10 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         return 3
     site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
     await site.start()
+    # Everything built so far lives as long as the process: keep it out of the collector's
+    # full passes (shorter pauses under load).
+    gc.collect()
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -84,6 +84,11 @@ class Connection:
         self.finished = asyncio.Event()
         capacity = app[CONFIG].runtime.subscriber_queue_size
         self.outbox = Outbox(remote, transport, app[FLUSHER], capacity, self._overflowed)
+        # Looked up once: every message uses them.
+        self.service = app[SERVICE]
+        self.key_limiter = app[KEY_LIMITER]
+        self.ip_limiter = app[IP_LIMITER]
+        self.max_violations = app[CONFIG].rate_limits.ws_violations_before_close
         self._closing: asyncio.Future[bool] | None = None
 
     # -- output ---------------------------------------------------------------------------
@@ -128,14 +133,14 @@ class Connection:
 
     def handle(self, data: bytes) -> bool:
         """Process one text message; return False when the connection must be closed."""
-        limiter = self.app[KEY_LIMITER] if self.account else self.app[IP_LIMITER]
+        limiter = self.key_limiter if self.account else self.ip_limiter
         wait = limiter.check(self.account or self.remote)
         if wait:
             self.violations += 1
             self.app[METRICS].rate_limited.inc({})
             self.error(_request_id(data), ApiError(ErrorCode.RATE_LIMITED,
                                                    "too many messages", retry_after=wait))
-            return self.violations < self.app[CONFIG].rate_limits.ws_violations_before_close
+            return self.violations < self.max_violations
         self.violations = 0
         try:
             request = _decode_request(data)
@@ -152,17 +157,17 @@ class Connection:
         """Act on one decoded request."""
         match request:
             case PlaceOp():
-                tracked = self.app[SERVICE].place_with_reply(
+                tracked = self.service.place_with_reply(
                     self._account(), request.order, self._answerer(request.id, "place"))
                 self.placed.add(tracked.order_id)
                 if len(self.placed) > 10_000:
                     self._prune_placed()
             case CancelOp():
-                self.app[SERVICE].cancel_with_reply(
+                self.service.cancel_with_reply(
                     self._account(), request.order_id, request.client_order_id,
                     self._answerer(request.id, "cancel"))
             case AmendOp():
-                order, future = self.app[SERVICE].start_amend(
+                order, future = self.service.start_amend(
                     self._account(), request.order_id, request.client_order_id,
                     AmendBody(quantity=request.quantity, price=request.price))
                 self._reply_when_done(request.id, "amend", future, self._changed(order))
