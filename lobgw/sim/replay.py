@@ -182,67 +182,80 @@ class Replayer:
             self._count(await self.actor.send_many(commands))
 
     async def run(self, records: Iterator[MarketRecord]) -> ReplaySummary:
-        """Replay every record; return the summary."""
+        """Replay every record; return the summary.
+
+        Without a book-out the commands of many rows go to the actor as one flat list; with
+        one, rows stay separate so the actor can call back after each.
+        """
         started = time.perf_counter()
+        summary = self.summary
+        by_row = self.book is not None
         rows: list[list[AnyCommand]] = []
-        commands_in_chunk = 0
+        flat: list[AnyCommand] = []
+        pending = 0  # commands (or rows) waiting to be sent
         first_ts: int | None = None
         pace_start = time.perf_counter()
         translate = self.translator.translate
-        summary = self.summary
-        while True:
-            try:
-                record = next(records)
-            except StopIteration:
-                break
-            except BadRowError:
-                await self._drain(rows)
-                raise
-            summary.rows += 1
-            if record.kind is Kind.INVALID:
-                kind = (record.error or "invalid").split(":", 1)[0]
-                summary.skipped_rows += 1
-                summary.errors[kind] = summary.errors.get(kind, 0) + 1
-                rows.append([])
-                continue
-            if self.speed:
-                first_ts = record.timestamp if first_ts is None else first_ts
-                due = pace_start + (record.timestamp - first_ts) / 1e9 / self.speed
-                delay = due - time.perf_counter()
-                if delay > 0.001:
-                    await self._submit(rows)
-                    rows, commands_in_chunk = [], 0
-                    await asyncio.sleep(delay)
-            try:
-                row = translate(record)
-            except KeyError as error:  # csv: a cancel or amend of an order never added
-                if self.on_error == "stop":
-                    await self._drain(rows)
-                    raise BadRowError(Path("input"), record.line,
-                                      f"unknown order: {error.args[0]}") from None
-                summary.skipped_rows += 1
-                summary.errors["unknown order"] = summary.errors.get("unknown order", 0) + 1
-                row = []
-            rows.append(row)
-            commands_in_chunk += len(row)
-            if commands_in_chunk >= CHUNK_COMMANDS or len(rows) >= CHUNK_COMMANDS:
-                await self._submit(rows)
-                rows, commands_in_chunk = [], 0
-                self.progress.update(summary.rows)
-        await self._drain(rows)
+        translate_into = self.translator.translate_into
+        invalid = Kind.INVALID
+        count = 0
+        try:
+            for record in records:
+                count += 1
+                if record.kind is invalid:
+                    kind = (record.error or "invalid").split(":", 1)[0]
+                    summary.skipped_rows += 1
+                    summary.errors[kind] = summary.errors.get(kind, 0) + 1
+                    if by_row:
+                        rows.append([])
+                    continue
+                if self.speed:
+                    first_ts = record.timestamp if first_ts is None else first_ts
+                    due = pace_start + (record.timestamp - first_ts) / 1e9 / self.speed
+                    delay = due - time.perf_counter()
+                    if delay > 0.001:
+                        await self._send(rows, flat)
+                        rows, flat, pending = [], [], 0
+                        await asyncio.sleep(delay)
+                try:
+                    if by_row:
+                        row = translate(record)
+                        rows.append(row)
+                        pending += len(row) + 1
+                    else:
+                        translate_into(record, flat)
+                        pending += 1
+                except KeyError as error:  # csv: a cancel or amend of an order never added
+                    if self.on_error == "stop":
+                        raise BadRowError(Path("input"), record.line,
+                                          f"unknown order: {error.args[0]}") from None
+                    summary.skipped_rows += 1
+                    summary.errors["unknown order"] = summary.errors.get("unknown order", 0) + 1
+                    if by_row:
+                        rows.append([])
+                if pending >= CHUNK_COMMANDS:
+                    await self._send(rows, flat)
+                    rows, flat, pending = [], [], 0
+                    self.progress.update(summary.rows + count)
+        except BadRowError:
+            summary.rows += count
+            await self._drain(rows, flat)
+            raise
+        summary.rows += count
+        await self._drain(rows, flat)
         self.progress.done()
         summary.seconds = time.perf_counter() - started
         return summary
 
-    async def _drain(self, rows: list[list[AnyCommand]]) -> None:
-        await self._submit(rows)
+    async def _drain(self, rows: list[list[AnyCommand]], flat: list[AnyCommand]) -> None:
+        await self._send(rows, flat)
         while self._in_flight:
             self._count(await self._in_flight.popleft())
         if self.book is not None:
             self.book.flush()
 
-    async def _submit(self, rows: list[list[AnyCommand]]) -> None:
-        if not rows:
+    async def _send(self, rows: list[list[AnyCommand]], flat: list[AnyCommand]) -> None:
+        if not rows and not flat:
             return
         while len(self._in_flight) >= IN_FLIGHT:
             self._count(await self._in_flight.popleft())
@@ -251,14 +264,14 @@ class Replayer:
                 if self.book is not None:
                     future = self.actor.submit_rows(rows, self.book.after_row)
                 else:
-                    future = self.actor.submit_many([c for row in rows for c in row])
+                    future = self.actor.submit_many(flat)
                 break
             except OverloadedError:
                 if not self._in_flight:
                     await asyncio.sleep(0.001)
                     continue
                 self._count(await self._in_flight.popleft())
-        self.summary.commands += sum(len(row) for row in rows)
+        self.summary.commands += sum(len(row) for row in rows) + len(flat)
         self._in_flight.append(future)
 
     def _count(self, events: list[Event]) -> None:

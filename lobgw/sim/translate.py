@@ -143,6 +143,13 @@ class Translator:
                                timestamp=ts)]
         raise ValueError(f"no translation for {kind}")
 
+    def translate_into(self, record: MarketRecord, out: list[AnyCommand]) -> None:
+        """Append the record's commands to `out` (no list per record on the common path)."""
+        if record.kind is _ADD:
+            out.append(self._add(record))
+        else:
+            out.extend(self.translate(record))
+
     def _add(self, record: MarketRecord) -> AnyCommand:
         order_id = record.order_id
         self.alive[order_id] = record.quantity
