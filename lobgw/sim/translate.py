@@ -96,59 +96,74 @@ class Translator:
 
     def translate(self, record: MarketRecord) -> list[AnyCommand]:
         """The commands for one record (often one, sometimes none or several)."""
+        out: list[AnyCommand] = []
+        self.translate_into(record, out)
+        return out
+
+    def translate_into(self, record: MarketRecord, out: list[AnyCommand]) -> None:
+        """Append the record's commands to `out`. Adds and events on live orders — nearly every
+        row — are handled first and without building lists."""
         kind = record.kind
         if kind is _ADD:
-            return [self._add(record)]
+            out.append(self._add(record))
+            return
         ts = record.timestamp
+        if kind is _DELETE or kind is _EXECUTE or kind is _REDUCE:
+            order_id = record.order_id
+            left = self.alive.get(order_id)
+            if left is None:
+                target = self._target(record)
+                if target is None:
+                    return
+                order_id, left = target, self.alive[target]
+                if kind is _DELETE:  # an unknown order's delete takes from the seeded level
+                    kind = _REDUCE
+            if kind is _DELETE:
+                self._forget(order_id)
+                out.append(CancelOrder(order_id, ts))
+                return
+            quantity = record.quantity
+            if quantity > left:
+                self.stats.clipped += 1
+                quantity = left
+            if quantity >= left:
+                self._forget(order_id)
+            else:
+                self.alive[order_id] = left - quantity
+            out.append((ExecuteOrder if kind is _EXECUTE else ReduceOrder)(order_id, quantity, ts))
+            return
         if kind is _PRINT:
             self.stats.prints += 1
             self.stats.print_volume += record.quantity
-            return []
-        if kind is _NONE:
-            return []
-        if kind is _HALT:
+        elif kind is _HALT:
             self.stats.halts += 1
-            return []
-        if kind is _CLEAR:
+        elif kind is _CLEAR:
             self.stats.clears += 1
-            commands: list[AnyCommand] = [CancelOrder(order_id, ts) for order_id in self.alive]
+            out.extend(CancelOrder(order_id, ts) for order_id in self.alive)
             self.alive.clear()
             self.where.clear()
             self.seeded.clear()
-            return commands
-        if kind is _MARKET:
+        elif kind is _MARKET:
             assert record.side is not None
-            return [SubmitOrder(record.order_id, record.account or MARKET_ACCOUNT, record.side,
-                                record.quantity, order_type=OrderType.MARKET,
-                                time_in_force=record.time_in_force,
-                                stp=_stp(record.account), timestamp=ts)]
-        order_id = self._target(record)
-        if order_id is None:
-            return []
-        left = self.alive[order_id]
-        if kind is _DELETE:
-            if order_id != record.order_id:  # an unknown order's delete hits the seeded level
-                return self._take(order_id, left, record.quantity, ts, ReduceOrder)
-            self._forget(order_id)
-            return [CancelOrder(order_id, ts)]
-        if kind is _REDUCE:
-            return self._take(order_id, left, record.quantity, ts, ReduceOrder)
-        if kind is _EXECUTE:
-            return self._take(order_id, left, record.quantity, ts, ExecuteOrder)
-        if kind is _MODIFY:
-            return self._modify(order_id, record)
-        if kind is _AMEND:
-            self.alive[order_id] = record.quantity or left
-            return [AmendOrder(order_id, quantity=record.quantity or None, price=record.price,
-                               timestamp=ts)]
-        raise ValueError(f"no translation for {kind}")
-
-    def translate_into(self, record: MarketRecord, out: list[AnyCommand]) -> None:
-        """Append the record's commands to `out` (no list per record on the common path)."""
-        if record.kind is _ADD:
-            out.append(self._add(record))
-        else:
-            out.extend(self.translate(record))
+            out.append(SubmitOrder(record.order_id, record.account or MARKET_ACCOUNT,
+                                   record.side, record.quantity, order_type=OrderType.MARKET,
+                                   time_in_force=record.time_in_force,
+                                   stp=_stp(record.account), timestamp=ts))
+        elif kind is _MODIFY or kind is _AMEND:
+            target = self._target(record)
+            if target is None:
+                return
+            if kind is _MODIFY:
+                assert record.price is not None
+                self.alive[target] = record.quantity
+                out.append(AmendOrder(target, quantity=record.quantity, price=record.price,
+                                      timestamp=ts))
+            else:
+                self.alive[target] = record.quantity or self.alive[target]
+                out.append(AmendOrder(target, quantity=record.quantity or None,
+                                      price=record.price, timestamp=ts))
+        elif kind is not _NONE:
+            raise ValueError(f"no translation for {kind}")
 
     def _add(self, record: MarketRecord) -> AnyCommand:
         order_id = record.order_id
@@ -176,22 +191,6 @@ class Translator:
                 return seeded
         self.stats.unknown_orders += 1
         return None
-
-    def _take(self, order_id: int, left: int, quantity: int, ts: int,
-              command: type[ReduceOrder] | type[ExecuteOrder]) -> list[AnyCommand]:
-        if quantity > left:
-            self.stats.clipped += 1
-            quantity = left
-        if quantity >= left:
-            self._forget(order_id)
-        else:
-            self.alive[order_id] = left - quantity
-        return [command(order_id, quantity, ts)]
-
-    def _modify(self, order_id: int, record: MarketRecord) -> list[AnyCommand]:
-        self.alive[order_id] = record.quantity
-        return [AmendOrder(order_id, quantity=record.quantity, price=record.price,
-                           timestamp=record.timestamp)]
 
     def _forget(self, order_id: int) -> None:
         self.alive.pop(order_id, None)
