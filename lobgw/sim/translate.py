@@ -28,7 +28,7 @@ from lobgw.book.commands import (
     ReduceOrder,
     SubmitOrder,
 )
-from lobgw.book.events import Event, OrderCanceled, OrderExpired, TradeExecuted
+from lobgw.book.events import Event, OrderAccepted, OrderCanceled, OrderExpired, TradeExecuted
 from lobgw.book.types import OrderType, SelfTradePrevention, Side
 from lobgw.sim.records import Kind, MarketRecord
 
@@ -209,15 +209,21 @@ class Translator:
         alive = self.alive
         trades = 0
         for event in events:
-            if event.__class__ is TradeExecuted:
+            cls = event.__class__
+            if cls is OrderAccepted:  # the most common event, and nothing to learn from it
+                continue
+            if cls is TradeExecuted:
                 trades += 1
-                trade: TradeExecuted = event
-                if trade.maker_order_id in alive and trade.taker_order_id is not None:
+                trade: TradeExecuted = event  # type: ignore[assignment]
+                taker = trade.taker_order_id
+                if taker is None:
+                    continue  # a replayed execution: already mirrored when it was sent
+                if trade.maker_order_id in alive:
                     self._settle(trade.maker_order_id, trade.maker_remaining)
-                if trade.taker_order_id in alive:
-                    self._settle(trade.taker_order_id, trade.taker_remaining)
-            elif event.__class__ is OrderCanceled or event.__class__ is OrderExpired:
-                order_id = event.order_id
+                if taker in alive:
+                    self._settle(taker, trade.taker_remaining)
+            elif cls is OrderCanceled or cls is OrderExpired:
+                order_id = event.order_id  # type: ignore[attr-defined]
                 if order_id in alive:
                     self._forget(order_id)
         return trades
