@@ -119,7 +119,8 @@ def read_lobster(path: Path, skip_bad: bool = False,
     price_factor, size_factor = lobster_factors(spec) if spec is not None else (1, 1)
     convert = price_factor != 1 or size_factor != 1
     kinds = _LOBSTER_KINDS
-    sides = {"1": Side.BUY, "-1": Side.SELL}
+    # The direction is the last column unless an MPID follows: accept it with its newline.
+    sides = {"1": Side.BUY, "-1": Side.SELL, "1\n": Side.BUY, "-1\n": Side.SELL}
     halt = Kind.HALT
     with path.open() as handle:  # universal newlines: CRLF files read the same
         line = 0
@@ -131,7 +132,7 @@ def read_lobster(path: Path, skip_bad: bool = False,
                     yield _bad(path, line, f"unparseable: expected 6 or 7 columns, got "
                                f"{len(row)}", skip_bad)
                 continue
-            side = sides.get(row[5].rstrip())
+            side = sides.get(row[5])
             kind = kinds.get(row[1])
             try:
                 if side is None or kind is None:

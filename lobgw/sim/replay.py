@@ -198,6 +198,8 @@ class Replayer:
         translate = self.translator.translate
         translate_into = self.translator.translate_into
         invalid = Kind.INVALID
+        speed = self.speed
+        chunk = CHUNK_COMMANDS
         count = 0
         try:
             for record in records:
@@ -209,9 +211,9 @@ class Replayer:
                     if by_row:
                         rows.append([])
                     continue
-                if self.speed:
+                if speed:
                     first_ts = record.timestamp if first_ts is None else first_ts
-                    due = pace_start + (record.timestamp - first_ts) / 1e9 / self.speed
+                    due = pace_start + (record.timestamp - first_ts) / 1e9 / speed
                     delay = due - time.perf_counter()
                     if delay > 0.001:
                         await self._send(rows, flat)
@@ -233,7 +235,7 @@ class Replayer:
                     summary.errors["unknown order"] = summary.errors.get("unknown order", 0) + 1
                     if by_row:
                         rows.append([])
-                if pending >= CHUNK_COMMANDS:
+                if pending >= chunk:
                     await self._send(rows, flat)
                     rows, flat, pending = [], [], 0
                     self.progress.update(summary.rows + count)
