@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +18,25 @@ from lobgw.gateway.app import create_app
 
 ALICE_KEY = "test-alice-key-000000000000000001"
 BOB_KEY = "test-bob-key-0000000000000000000002"
+
+_SPAWNED: list[asyncio.subprocess.Process] = []
+
+
+def reap_later(process: asyncio.subprocess.Process) -> asyncio.subprocess.Process:
+    """Register a server subprocess to be killed after the test if the test did not stop it
+    (a failed assertion must not leave a gateway running)."""
+    _SPAWNED.append(process)
+    return process
+
+
+@pytest.fixture(autouse=True)
+def _reap_servers() -> Iterator[None]:
+    yield
+    while _SPAWNED:
+        process = _SPAWNED.pop()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
 
 
 def make_config(**overrides: Any) -> Config:

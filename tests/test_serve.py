@@ -15,7 +15,7 @@ import pytest
 from lobgw.client import LobgwClient
 from lobgw.config import load_config
 from lobgw.errors import ConfigError
-from tests.conftest import ALICE_KEY, BOB_KEY
+from tests.conftest import ALICE_KEY, BOB_KEY, reap_later
 
 CONFIG = f"""
 [[symbols]]
@@ -48,10 +48,10 @@ def free_port() -> int:
 
 async def start_server(config: Path, port: int, *extra: str,
                        env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
+    return reap_later(await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lobgw", "serve", "--config", str(config), "--port", str(port),
         *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})})
+        env={**os.environ, **(env or {})}))
 
 
 async def wait_ready(port: int, timeout: float = 20) -> None:
@@ -113,10 +113,10 @@ async def test_environment_override_of_the_port(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
     port = free_port()
-    process = await asyncio.create_subprocess_exec(
+    process = reap_later(await asyncio.create_subprocess_exec(
         sys.executable, "-m", "lobgw", "serve", "--config", str(config),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LOBGW_SERVER__PORT": str(port)})
+        env={**os.environ, "LOBGW_SERVER__PORT": str(port)}))
     try:
         await wait_ready(port)
     finally:

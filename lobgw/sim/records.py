@@ -154,7 +154,9 @@ def read_lobster(path: Path, skip_bad: bool = False,
                     price //= price_factor
                     size //= size_factor
                 # seconds.fraction -> nanoseconds in one int(): the fraction padded to 9 digits
-                yield MarketRecord(line, int(whole + fraction.ljust(9, "0")[:9]), kind,
+                # (most rows already have exactly 9)
+                yield MarketRecord(line, int(whole + fraction) if len(fraction) == 9
+                                   else int(whole + fraction.ljust(9, "0")[:9]), kind,
                                    int(row[2]), side, price, size)
             except KeyError:
                 yield _bad(path, line, f"unknown type: {row[1]!r}", skip_bad)

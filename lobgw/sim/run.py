@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import sys
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
@@ -52,11 +55,40 @@ def resolve_spec(symbol: str, fmt: str, path: Path, config_path: str | None,
                       "tick and lot sizes (add it to config.toml)")
 
 
+@contextlib.contextmanager
+def batch_gc(young: int = 50_000) -> Iterator[None]:
+    """Run the cyclic garbage collector rarely while a batch job runs, then restore it.
+
+    A replay allocates millions of short-lived, acyclic objects (records, commands, events)
+    that reference counting frees; with the default threshold the collector still scans the
+    young generation every 700 allocations, about 5% of a replay's time. What exists before
+    the job is collected once, then frozen out of the full passes.
+    """
+    threshold = gc.get_threshold()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(young, *threshold[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
+
+
 async def replay_file(path: Path, fmt: str, spec: InstrumentSpec, *,
                       initial_book: Path | None = None, book_out: Path | None = None,
                       levels: int = 5, speed: float | None = None,
                       on_error: str = "stop", progress: bool | None = None) -> ReplaySummary:
     """Replay a file through an in-process actor; return the summary."""
+    with batch_gc():
+        return await _replay_file(path, fmt, spec, initial_book, book_out, levels, speed,
+                                  on_error, progress)
+
+
+async def _replay_file(path: Path, fmt: str, spec: InstrumentSpec,
+                       initial_book: Path | None, book_out: Path | None, levels: int,
+                       speed: float | None, on_error: str,
+                       progress: bool | None) -> ReplaySummary:
     exchange = Exchange([spec])
     exchange.start()
     actor = exchange.actor(spec.symbol)
