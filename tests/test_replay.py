@@ -227,3 +227,50 @@ def test_iso_timestamps_in_their_forms() -> None:
     assert iso_to_ns("2025-09-24T19:30:00Z") == 1_758_742_200_000_000_000
     assert iso_to_ns("2025-09-24 20:30:00.5+01:00") == 1_758_742_200_500_000_000
     assert iso_to_ns("1758742200000860311") == 1_758_742_200_000_860_311
+
+
+def test_databento_rows_in_every_form_read_alike(tmp_path: Path) -> None:
+    """The fast path (plain rows, cached seconds and prices) and the careful one (quotes,
+    padding, other timestamp forms, CRLF) give the same records; bad rows name the reason."""
+    spec = InstrumentSpec("CLX5", Decimal("0.01"), Decimal(1))
+    header = "ts_event,rtype,publisher_id,instrument_id,action,side,price,size,channel_id," \
+             "order_id,flags,ts_in_delta,sequence,symbol"
+    plain = [
+        "2025-09-24 19:30:00.000860311+00:00,160,1,1,A,A,64.83,1,26,11,128,0,1,CLX5",
+        "2025-09-24 19:30:00.100000000+00:00,160,1,1,A,B,64.80,3,26,12,128,0,2,CLX5",
+        "2025-09-24 19:30:01.000000001+00:00,160,1,1,C,A,64.83,1,26,11,128,0,3,CLX5",
+        "2025-09-24 19:30:01.5+00:00,160,1,1,T,B,64.81,2,26,0,128,0,4,CLX5",
+        "2025-09-24 19:30:02.000000000+00:00,160,1,1,R,N,,0,26,0,8,0,5,CLX5",
+    ]
+    varied = [
+        '"2025-09-24 19:30:00.000860311+00:00",160,1,1,"A",A,64.83,1,26,11,128,0,1,"CL,X5"',
+        "2025-09-24T19:30:00.1Z,160,1,1, A , B ,64.80,3,26,12,128,0,2,CLX5",
+        "1758742201000000001,160,1,1,C,A, 64.830 ,1,26,11,128,0,3,CLX5",
+        "2025-09-24 20:30:01.500000000+01:00,160,1,1,T,B,64.81,2,26,0,128,0,4,CLX5",
+        "2025-09-24 19:30:02+00:00,160,1,1,R,N,,0,26,0,8,0,5,CLX5",
+    ]
+    fast = tmp_path / "plain.csv"
+    fast.write_text("\n".join([header, *plain]) + "\n")
+    careful = tmp_path / "varied.csv"
+    careful.write_bytes(("\r\n".join([header, *varied])).encode())  # CRLF, no final newline
+    expected = list(read_databento(fast, spec))
+    assert [r.kind for r in expected] == [Kind.ADD, Kind.ADD, Kind.REDUCE, Kind.PRINT,
+                                          Kind.CLEAR]
+    second = 1_758_742_200_000_000_000  # 2025-09-24 19:30:00 UTC
+    assert [r.timestamp - second for r in expected] == [
+        860_311, 100_000_000, 1_000_000_001, 1_500_000_000, 2_000_000_000]
+    assert expected[1].price == 6480 and expected[1].side is Side.BUY and expected[3].aggressor
+    assert list(read_databento(careful, spec)) == expected
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([header, plain[0].replace(",A,A,", ",Q,A,"),
+                              plain[0].replace(",A,A,", ",A,X,"),
+                              plain[0].replace("64.83", "64.835"),
+                              plain[0].replace(".000860311", ".0008603x1"),
+                              plain[0][:40]]) + "\n")
+    reasons = [r.error for r in read_databento(bad, spec, skip_bad=True)]
+    assert len(reasons) == 5 and all(reason is not None for reason in reasons)
+    assert "unknown action 'Q'" in str(reasons[0]) and "unknown side 'X'" in str(reasons[1])
+    assert "price" in str(reasons[2]) and "fraction" in str(reasons[3])
+    with pytest.raises(BadRowError) as caught:
+        list(read_databento(bad, spec))
+    assert caught.value.line == 2
