@@ -137,6 +137,9 @@ class Translator:
                 quantity = left
             if quantity >= left:
                 self._forget(order_id)
+                if kind is _REDUCE:  # a partial cancel of all that is left is a cancel
+                    out.append(CancelOrder(order_id, ts))
+                    return
             else:
                 self.alive[order_id] = left - quantity
             out.append((ExecuteOrder if kind is _EXECUTE else ReduceOrder)(order_id, quantity, ts))
