@@ -8,6 +8,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from lobgw.book.commands import CancelOrder, SubmitOrder
@@ -261,6 +262,11 @@ def test_databento_rows_in_every_form_read_alike(tmp_path: Path) -> None:
         860_311, 100_000_000, 1_000_000_001, 1_500_000_000, 2_000_000_000]
     assert expected[1].price == 6480 and expected[1].side is Side.BUY and expected[3].aggressor
     assert list(read_databento(careful, spec)) == expected
+    narrow = tmp_path / "narrow.csv"  # only the columns read, order_id last
+    narrow.write_text("ts_event,action,side,price,size,order_id\n" + "\n".join(
+        ",".join(row.split(",")[i] for i in (0, 4, 5, 6, 7, 9)) for row in plain) + "\n\n")
+    assert [msgspec.structs.replace(r, line=0) for r in read_databento(narrow, spec)] == [
+        msgspec.structs.replace(r, line=0) for r in expected]
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join([header, plain[0].replace(",A,A,", ",Q,A,"),
                               plain[0].replace(",A,A,", ",A,X,"),

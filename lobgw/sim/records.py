@@ -259,17 +259,21 @@ def read_databento(path: Path, spec: InstrumentSpec,
                 ("ts_event", "action", "side", "price", "size", "order_id"))
         except ValueError as missing:
             raise BadRowError(path, 1, f"header: missing column ({missing})") from None
+        last = max(ts_at, action_at, side_at, price_at, size_at, id_at) + 1  # fields to split
         actions, sides = _DATABENTO_ACTIONS, _DATABENTO_SIDES
+        gtc = TimeInForce.GTC
         clear, none, add, modify, trade = Kind.CLEAR, Kind.NONE, Kind.ADD, Kind.MODIFY, Kind.PRINT
         prices: dict[str, int | None] = {}
         seconds: dict[str, int] = {}
+        # The newline stays on the unsplit rest of the line unless a column we read is last.
+        strip = last >= len(header)
         for line, text in enumerate(handle, start=2):
-            if text[-1:] == "\n":
+            if strip and text[-1:] == "\n":
                 text = text[:-1]
-            if not text:
+            if not text or text == "\n":
                 continue
             # Databento writes no quotes; a line that has some goes through the csv module
-            row = text.split(",") if '"' not in text else _csv_fields(text)
+            row = text.split(",", last) if '"' not in text else _csv_fields(text)
             try:
                 kind = actions.get(row[action_at])
                 side_code = row[side_at]
@@ -277,13 +281,14 @@ def read_databento(path: Path, spec: InstrumentSpec,
                     kind, side_code = _databento_codes(row[action_at], side_code)
                 stamp = row[ts_at]
                 # the common form, 2025-09-24 19:30:00.000860311+00:00, without parsing
-                if len(stamp) == 35 and stamp[19] == "." and stamp[29:] == "+00:00" \
-                        and stamp[20:29].isdigit():
+                fraction = stamp[20:29]
+                if len(stamp) == 35 and stamp[29:] == "+00:00" and stamp[19] == "." \
+                        and fraction.isdigit():
                     base = seconds.get(stamp[:19])
                     if base is None:
                         base = seconds[stamp[:19]] = (_whole_seconds(stamp[:19], "+00:00")
                                                       * 1_000_000_000)
-                    ts = base + int(stamp[20:29])
+                    ts = base + int(fraction)
                 else:
                     ts = iso_to_ns(stamp)
                 if kind is clear or kind is none:
@@ -302,8 +307,8 @@ def read_databento(path: Path, spec: InstrumentSpec,
                                                          or size <= 0):
                     raise ValueError(f"{row[action_at].strip()} needs a side, a price and a "
                                      "positive size")
-                record = MarketRecord(line, ts, kind, int(row[id_at]), side, price, size,
-                                      aggressor=kind is trade)
+                record = MarketRecord(line, ts, kind, int(row[id_at]), side, price, size, gtc,
+                                      False, None, kind is trade)
             except (ValueError, IndexError, InvalidOperation, InputError) as error:
                 record = _bad(path, line, f"unparseable: {error}", skip_bad)
             yield record
