@@ -151,6 +151,41 @@ def write_csv(path: Path, rows: list[str]) -> Path:
     return path
 
 
+async def test_an_add_that_would_cross_removes_the_stale_orders_it_meets(
+        tmp_path: Path) -> None:
+    """LOBSTER adds never cross: one that would has met orders whose deletion the file left out
+    (a level-1 file shows nothing beyond level 1). They go; no trade that never happened."""
+    path = tmp_path / "stale.csv"
+    path.write_text("34200.1,1,1,5,1000000,-1\n"   # sell 5 @ 100.00
+                    "34200.2,1,2,3,1000100,-1\n"   # sell 3 @ 100.01
+                    "34200.3,1,3,4,1000200,1\n"    # buy 4 @ 100.02: both sells are stale
+                    "34200.4,4,3,4,1000200,1\n")   # and the buy executes in full
+    out = tmp_path / "book.csv"
+    summary = await replay_file(path, "lobster", lobster_spec("X"), book_out=out, levels=1,
+                                progress=False)
+    assert summary.translation.stale_removed == 2
+    assert summary.translation.clipped == 0
+    assert summary.trades == 1  # only the execution in the data
+    assert out.read_text().splitlines()[2] == "9999999999,0,1000200,4"
+    # The whole AMZN day: without this repair 11,985 trades were invented and 4,422 historical
+    # executions then found their order short; now every execution finds its whole quantity.
+    day = await replay_file(AMZN1, "lobster", lobster_spec("AMZN"), progress=False)
+    assert day.translation.stale_removed > 0 and day.translation.clipped == 0
+    added: set[int] = set()
+    executions = 0  # of orders the file added: each must print exactly one trade
+    for record in read_lobster(AMZN1):
+        if record.kind is Kind.ADD:
+            added.add(record.order_id)
+        elif record.kind is Kind.EXECUTE and record.order_id in added:
+            executions += 1
+    assert day.trades == executions
+    # csv adds may cross: there the same flow trades
+    csv_path = write_csv(tmp_path / "cross.csv", ["1,ADD,SELL,100.00,5,1,,,",
+                                                  "2,ADD,BUY,100.02,4,3,,,"])
+    crossed = await replay_file(csv_path, "csv", CSV_SPEC, progress=False)
+    assert crossed.trades == 1 and crossed.translation.stale_removed == 0
+
+
 async def test_csv_round_trip(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "flow.csv", [
         "1,ADD,SELL,100.05,1.5,1,GTC,,alice",

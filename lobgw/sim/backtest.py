@@ -564,12 +564,15 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        seed_levels: list[tuple[Side, int, int]] | None = None,
                        strategy_name: str | None = None,
                        parameters: dict[str, str] | None = None,
-                       target: int | None = None, side: Side | None = None) -> BacktestResult:
-    """Run a backtest on an in-process exchange with one symbol; return its result."""
+                       target: int | None = None, side: Side | None = None,
+                       translator: Translator | None = None) -> BacktestResult:
+    """Run a backtest on an in-process exchange with one symbol; return its result.
+
+    `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`)."""
     exchange = Exchange([spec])
     exchange.start()
     try:
-        backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us)
+        backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator)
         iterator = iter(records)
         if seed_levels:
             first = next(iterator)

@@ -78,6 +78,8 @@ class ReplaySummary(msgspec.Struct):
             f"unknown orders   {t.unknown_orders:>12,}   (skipped; {t.seeded_hits:,} taken "
             "from the seeded book)",
             f"clipped          {t.clipped:>12,}",
+            f"stale removed    {t.stale_removed:>12,}   (historical orders a historical add "
+            "crossed)",
             f"halts            {t.halts:>12,}",
             f"clears           {t.clears:>12,}",
             f"skipped rows     {self.skipped_rows:>12,}",
@@ -287,10 +289,12 @@ class GatewayReplayer:
     """Replays commands into a running gateway over its WebSocket API (`--into URL`).
 
     Historical orders become limit orders of the authenticated account with client order ids
-    `r<id>` and self-trade prevention NONE; deletes and partial cancels become cancels and
-    amends; a visible execution becomes an IOC order against that price level (the gateway's
-    API has no "execute that order"; with FIFO at the level it takes the oldest order there,
-    which is the executed one whenever the data's executions come from the front of the queue).
+    `r<id>` and the translator's self-trade prevention (cancel_maker for LOBSTER and Databento,
+    so stale orders of the replay go rather than trade; off for csv); deletes and partial
+    cancels become cancels and amends; a visible execution becomes an IOC order against that
+    price level (the gateway's API has no "execute that order"; with FIFO at the level it takes
+    the oldest order there, which is the executed one whenever the data's executions come from
+    the front of the queue).
     """
 
     def __init__(self, client: object, spec: InstrumentSpec, window: int = 64) -> None:
@@ -331,7 +335,7 @@ class GatewayReplayer:
             self.totals[command.order_id] = command.quantity
             order: dict[str, object] = {
                 "symbol": symbol, "side": command.side.value,
-                "quantity": self.fmt.quantity(command.quantity), "stp": "NONE",
+                "quantity": self.fmt.quantity(command.quantity), "stp": command.stp.value,
                 "type": command.order_type.value,
                 "time_in_force": command.time_in_force.value,
                 "client_order_id": f"r{command.order_id}"}

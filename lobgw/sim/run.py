@@ -92,7 +92,7 @@ async def _replay_file(path: Path, fmt: str, spec: InstrumentSpec,
     exchange = Exchange([spec])
     exchange.start()
     actor = exchange.actor(spec.symbol)
-    translator = Translator(strict_unknown=fmt == "csv")
+    translator = Translator.for_format(fmt)
     handle = book_out.open("w") if book_out is not None else None
     try:
         units = lobster_factors(spec) if fmt == "lobster" else None
@@ -124,7 +124,7 @@ async def replay_into(url: str, api_key: str, path: Path, fmt: str,
 
     client = await LobgwClient.connect(url, api_key=api_key)
     sink = GatewayReplayer(client, spec)
-    translator = Translator(strict_unknown=fmt == "csv")
+    translator = Translator.for_format(fmt)
     summary = ReplaySummary(translation=translator.stats)
     loop = asyncio.get_running_loop()
     started = loop.time()
@@ -327,7 +327,8 @@ def backtest_command(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(run_backtest(
             records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,
-            strategy_name=args.strategy, parameters=params, target=target, side=side))
+            strategy_name=args.strategy, parameters=params, target=target, side=side,
+            translator=Translator.for_format(args.format)))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

@@ -10,6 +10,12 @@ imperfect data are named and counted in `TranslationStats`:
 * `clipped` — an event asks for more than the order has left (because a backtest strategy
   already took that liquidity, or the data is inconsistent): it is cut to what is left, or
   skipped when nothing is left.
+* `stale_removed` — historical orders an arriving historical add would have crossed. LOBSTER
+  and Databento adds never cross the book (a marketable order shows up as executions of the
+  resting orders instead), so an add that would has met orders whose removal the data did not
+  show (a level-1 LOBSTER file leaves out what happens beyond level 1): the engine cancels them
+  (self-trade prevention `cancel_maker` within the historical account) and the add rests whole,
+  instead of printing trades that never happened. Not for csv, whose adds may cross.
 * `prints` — trades that do not touch the visible book (LOBSTER 5 and 6, Databento T).
 * `halts`, `clears` — LOBSTER halts and Databento book clears.
 """
@@ -29,12 +35,14 @@ from lobgw.book.commands import (
     SubmitOrder,
 )
 from lobgw.book.events import Event, OrderAccepted, OrderCanceled, OrderExpired, TradeExecuted
-from lobgw.book.types import OrderType, SelfTradePrevention, Side
+from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side
 from lobgw.sim.records import Kind, MarketRecord
 
 _LIMIT = OrderType.LIMIT
 _NO_STP = SelfTradePrevention.NONE
 _CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
+_CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
+_STP_REASON = Reason.STP
 
 MARKET_ACCOUNT = "market"
 """The account of every replayed historical order."""
@@ -55,6 +63,7 @@ class TranslationStats(msgspec.Struct):
     unknown_orders: int = 0
     seeded_hits: int = 0
     clipped: int = 0
+    stale_removed: int = 0
     prints: int = 0
     print_volume: int = 0
     halts: int = 0
@@ -64,7 +73,7 @@ class TranslationStats(msgspec.Struct):
 class Translator:
     """Turns records into commands for one symbol; see the module docstring."""
 
-    def __init__(self, strict_unknown: bool = False) -> None:
+    def __init__(self, strict_unknown: bool = False, remove_stale: bool = True) -> None:
         self.alive: dict[int, int] = {}
         """Historical order id -> lots left, as the engine has it."""
         self.where: dict[int, tuple[Side, int]] = {}
@@ -74,8 +83,16 @@ class Translator:
         self.ever_added: set[int] = set()
         self.strict_unknown = strict_unknown
         """csv: an unknown order id is a bad row (raise KeyError) instead of a skip."""
+        self.add_stp = _CANCEL_MAKER if remove_stale else _NO_STP
+        """Self-trade prevention of historical adds without an account (see `stale_removed`)."""
         self.stats = TranslationStats()
         self._next_seed = SEED_ID_BASE
+
+    @classmethod
+    def for_format(cls, fmt: str) -> Translator:
+        """The translator for a data format: csv is strict about unknown orders and lets its
+        adds cross; LOBSTER and Databento skip unknown orders and remove stale ones."""
+        return cls(strict_unknown=fmt == "csv", remove_stale=fmt != "csv")
 
     # -- seeding ---------------------------------------------------------------------------
 
@@ -113,7 +130,7 @@ class Translator:
                                    record.side,  # type: ignore[arg-type]
                                    record.quantity, record.price, _LIMIT,
                                    record.time_in_force, record.post_only,
-                                   _NO_STP if account is None else _CANCEL_TAKER,
+                                   self.add_stp if account is None else _CANCEL_TAKER,
                                    record.timestamp))
             return
         ts = record.timestamp
@@ -227,6 +244,8 @@ class Translator:
             elif cls is OrderCanceled or cls is OrderExpired:
                 order_id = event.order_id  # type: ignore[attr-defined]
                 if order_id in alive:
+                    if event.reason is _STP_REASON:  # type: ignore[attr-defined]
+                        self.stats.stale_removed += 1
                     self._forget(order_id)
         return trades
 
