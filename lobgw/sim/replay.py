@@ -190,6 +190,44 @@ class Replayer:
         one, rows stay separate so the actor can call back after each.
         """
         started = time.perf_counter()
+        if self.book is None and not self.speed:
+            await self._run_flat(records)
+        else:
+            await self._run_rows(records)
+        self.progress.done()
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    async def _run_flat(self, records: Iterator[MarketRecord]) -> None:
+        """The common case, no book-out and no pacing: as little work per row as possible."""
+        summary = self.summary
+        translate_into = self.translator.translate_into
+        invalid = Kind.INVALID
+        chunk = CHUNK_COMMANDS
+        flat: list[AnyCommand] = []
+        count = 0
+        try:
+            for count, record in enumerate(records, 1):
+                if record.kind is invalid:
+                    self._skip_invalid(record)
+                    continue
+                try:
+                    translate_into(record, flat)
+                except KeyError as error:
+                    self._unknown_order(record, error)
+                if len(flat) >= chunk:
+                    await self._send([], flat)
+                    flat = []
+                    self.progress.update(summary.rows + count)
+        except BadRowError:
+            summary.rows += count
+            await self._drain([], flat)
+            raise
+        summary.rows += count
+        await self._drain([], flat)
+
+    async def _run_rows(self, records: Iterator[MarketRecord]) -> None:
+        """Row by row, for a book-out after each row, and paced to `speed`."""
         summary = self.summary
         by_row = self.book is not None
         rows: list[list[AnyCommand]] = []
@@ -201,15 +239,12 @@ class Replayer:
         translate_into = self.translator.translate_into
         invalid = Kind.INVALID
         speed = self.speed
-        chunk = CHUNK_COMMANDS
         count = 0
         try:
             for record in records:
                 count += 1
                 if record.kind is invalid:
-                    kind = (record.error or "invalid").split(":", 1)[0]
-                    summary.skipped_rows += 1
-                    summary.errors[kind] = summary.errors.get(kind, 0) + 1
+                    self._skip_invalid(record)
                     if by_row:
                         rows.append([])
                     continue
@@ -229,15 +264,11 @@ class Replayer:
                     else:
                         translate_into(record, flat)
                         pending += 1
-                except KeyError as error:  # csv: a cancel or amend of an order never added
-                    if self.on_error == "stop":
-                        raise BadRowError(Path("input"), record.line,
-                                          f"unknown order: {error.args[0]}") from None
-                    summary.skipped_rows += 1
-                    summary.errors["unknown order"] = summary.errors.get("unknown order", 0) + 1
+                except KeyError as error:
+                    self._unknown_order(record, error)
                     if by_row:
                         rows.append([])
-                if pending >= chunk:
+                if pending >= CHUNK_COMMANDS:
                     await self._send(rows, flat)
                     rows, flat, pending = [], [], 0
                     self.progress.update(summary.rows + count)
@@ -247,9 +278,20 @@ class Replayer:
             raise
         summary.rows += count
         await self._drain(rows, flat)
-        self.progress.done()
-        summary.seconds = time.perf_counter() - started
-        return summary
+
+    def _skip_invalid(self, record: MarketRecord) -> None:
+        """Count a row the reader could not read (with --on-error skip)."""
+        kind = (record.error or "invalid").split(":", 1)[0]
+        self.summary.skipped_rows += 1
+        self.summary.errors[kind] = self.summary.errors.get(kind, 0) + 1
+
+    def _unknown_order(self, record: MarketRecord, error: KeyError) -> None:
+        """csv: a cancel or amend of an order never added: a bad row, or a skipped one."""
+        if self.on_error == "stop":
+            raise BadRowError(Path("input"), record.line,
+                              f"unknown order: {error.args[0]}") from None
+        self.summary.skipped_rows += 1
+        self.summary.errors["unknown order"] = self.summary.errors.get("unknown order", 0) + 1
 
     async def _drain(self, rows: list[list[AnyCommand]], flat: list[AnyCommand]) -> None:
         await self._send(rows, flat)
