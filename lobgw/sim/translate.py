@@ -145,7 +145,9 @@ class Translator:
                 if kind is _DELETE:  # an unknown order's delete takes from the seeded level
                     kind = _REDUCE
             if kind is _DELETE:
-                self._forget(order_id)
+                del self.alive[order_id]  # _forget, inlined for an order never seeded
+                if self.where:
+                    self._unseed(order_id)
                 out.append(CancelOrder(order_id, ts))
                 return
             quantity = record.quantity
@@ -153,7 +155,9 @@ class Translator:
                 self.stats.clipped += 1
                 quantity = left
             if quantity >= left:
-                self._forget(order_id)
+                del self.alive[order_id]
+                if self.where:
+                    self._unseed(order_id)
                 if kind is _REDUCE:  # a partial cancel of all that is left is a cancel
                     out.append(CancelOrder(order_id, ts))
                     return
@@ -213,6 +217,11 @@ class Translator:
 
     def _forget(self, order_id: int) -> None:
         self.alive.pop(order_id, None)
+        if self.where:
+            self._unseed(order_id)
+
+    def _unseed(self, order_id: int) -> None:
+        """Drop a seeded order's place, if it is one."""
         where = self.where.pop(order_id, None)
         if where is not None and self.seeded.get(where) == order_id:
             del self.seeded[where]
