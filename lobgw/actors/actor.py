@@ -181,12 +181,7 @@ class SymbolActor:
         Cheaper than a future for callers that answer from a callback anyway (the WebSocket
         path): no future, no extra trip through the event loop. `reply` must not block.
         """
-        if not self._accepting:
-            raise ShuttingDownError(f"{self.symbol} is shutting down")
-        try:
-            self._queue.put_nowait(_Request((command,), None, None, reply))
-        except asyncio.QueueFull:
-            raise OverloadedError(f"{self.symbol} command queue is full") from None
+        self._put(_Request((command,), None, None, reply))
 
     def submit_many(self, commands: Sequence[AnyCommand]) -> asyncio.Future[list[Event]]:
         """Queue commands to be applied together; the future gets all their events."""
@@ -198,13 +193,8 @@ class SymbolActor:
 
         Raise OverloadedError if the queue is full.
         """
-        if not self._accepting:
-            raise ShuttingDownError(f"{self.symbol} is shutting down")
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        try:
-            self._queue.put_nowait(_Request((), future, None, None, rows, after_row))
-        except asyncio.QueueFull:
-            raise OverloadedError(f"{self.symbol} command queue is full") from None
+        self._put(_Request((), future, None, None, rows, after_row))
         return future
 
     def query(self, reader: Callable[[BookReader], T]) -> asyncio.Future[T]:
@@ -222,14 +212,18 @@ class SymbolActor:
     def _enqueue(
         self, commands: Sequence[AnyCommand], query: Callable[[BookReader], Any] | None
     ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._put(_Request(commands, future, query))
+        return future
+
+    def _put(self, request: _Request) -> None:
+        """Queue a request now, or refuse it: shutting down, or the queue is full."""
         if not self._accepting:
             raise ShuttingDownError(f"{self.symbol} is shutting down")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         try:
-            self._queue.put_nowait(_Request(commands, future, query))
+            self._queue.put_nowait(request)
         except asyncio.QueueFull:
             raise OverloadedError(f"{self.symbol} command queue is full") from None
-        return future
 
     # -- the task --------------------------------------------------------------------------
 
