@@ -157,10 +157,7 @@ class OrderRegistry:
                                  filled=view.quantity - view.remaining, notional=-1,
                                  status=OrderStatus.NEW if view.remaining == view.quantity
                                  else OrderStatus.PARTIALLY_FILLED)
-            self.open[order.order_id] = order
-            self.by_account.setdefault(order.account, set()).add(order.order_id)
-            if order.client_order_id is not None:
-                self.client_ids[order.account, order.client_order_id] = order.order_id
+            self._open(order, index_client_id=True)
 
     # -- the actor listener ---------------------------------------------------------------
 
@@ -194,11 +191,9 @@ class OrderRegistry:
                         order = TrackedOrder.from_command(event.order.account, symbol,
                                                           event.order.client_order_id,
                                                           event.order)
-                        if order.client_order_id is not None:
-                            self.client_ids[order.account, order.client_order_id] = (
-                                order.order_id)
-                    self.open[order.order_id] = order
-                    self.by_account.setdefault(order.account, set()).add(order.order_id)
+                        self._open(order, index_client_id=True)
+                    else:  # reserve() indexed its client order id
+                        self._open(order, index_client_id=False)
                     if wants(order.account):
                         reports.append(self._report(order, event.seq, "accepted"))
                 case OrderRejected():
@@ -238,6 +233,12 @@ class OrderRegistry:
                         reports.append(self._report(order, event.seq, "amended"))
         if reports:
             self.on_executions(symbol, reports)
+
+    def _open(self, order: TrackedOrder, index_client_id: bool) -> None:
+        self.open[order.order_id] = order
+        self.by_account.setdefault(order.account, set()).add(order.order_id)
+        if index_client_id and order.client_order_id is not None:
+            self.client_ids[order.account, order.client_order_id] = order.order_id
 
     def _move(self, order: TrackedOrder, happening: Happening) -> None:
         order.status = transition(order.status, happening)
