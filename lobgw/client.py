@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import zlib
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from types import TracebackType
@@ -25,7 +24,7 @@ import msgspec
 import websockets
 from sortedcontainers import SortedDict
 
-from lobgw.gateway.wire import CancelAllResult, ErrorBody, OrderAck
+from lobgw.gateway.wire import CancelAllResult, ErrorBody, OrderAck, book_checksum
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -101,12 +100,7 @@ class LocalBook:
 
     def checksum(self) -> int:
         """CRC32 of the top 10 asks then bids, as the server computes it."""
-        parts = []
-        for book in (self.asks, self.bids):
-            for price, quantity in list(book.values())[:10]:
-                parts.append(price.replace(".", "").lstrip("0"))
-                parts.append(quantity.replace(".", "").lstrip("0"))
-        return zlib.crc32("".join(parts).encode())
+        return book_checksum(self.asks.values(), self.bids.values())
 
     def _verify(self, expected: int) -> None:
         if self.checksum() != expected:

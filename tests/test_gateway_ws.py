@@ -14,6 +14,7 @@ import websockets
 
 from lobgw.client import ClientError, LobgwClient
 from lobgw.gateway.keys import EXCHANGE, METRICS
+from lobgw.gateway.wire import book_checksum
 from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
 
 
@@ -341,3 +342,11 @@ def test_json_logs_are_one_object_per_line(capsys: pytest.CaptureFixture[str]) -
     assert (entry["level"], entry["logger"], entry["status"], entry["path"]) == (
         "INFO", "lobgw.access", 200, "/x")
     assert entry["message"] == "GET /x 200" and entry["time"].endswith("Z")
+
+
+def test_book_checksum_is_kraken_style_crc32_of_the_top_ten() -> None:
+    # "100.5","1.25" | "99.0","0.50" -> "1005" "125" "990" "50": crc32(b"100512599050")
+    assert book_checksum([("100.5", "1.25")], [("99.0", "0.50")]) == 1943796589
+    # only the top 10 asks count: "1001" ... "1091" (level 11 at 111 left out), then the bid
+    asks = [(str(100 + i), "1") for i in range(11)]
+    assert book_checksum(asks, [("99.00", "50")]) == 2000634541

@@ -13,7 +13,6 @@ Kraken-v2-style CRC32 of the top 10.
 from __future__ import annotations
 
 import time
-import zlib
 from collections import deque
 from collections.abc import Iterable
 
@@ -23,6 +22,7 @@ from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
 from lobgw.gateway.outbox import Outbox, encode_frame
 from lobgw.gateway.wire import (
+    CHECKSUM_LEVELS,
     BookSnapshotMessage,
     BookUpdateMessage,
     ExecutionMessage,
@@ -30,29 +30,15 @@ from lobgw.gateway.wire import (
     QuoteMessage,
     TradeInfo,
     TradeMessage,
+    book_checksum,
 )
 
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
-CHECKSUM_LEVELS = 10
-
 
 
 def format_level(fmt: SpecFormat, price: int, quantity: int) -> tuple[str, str]:
     """A level as the [price, quantity] strings that go on the wire."""
     return fmt.price(price), fmt.quantity(quantity)
-
-
-def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
-    """CRC32 of the top 10 asks (low to high) then bids (high to low), Kraken v2 style:
-    each price and quantity with '.' removed and leading zeros stripped, concatenated."""
-    parts: list[str] = []
-    for levels in (asks, bids):
-        for count, (price, quantity) in enumerate(levels):
-            if count == CHECKSUM_LEVELS:
-                break
-            parts.append(price.replace(".", "").lstrip("0"))
-            parts.append(quantity.replace(".", "").lstrip("0"))
-    return zlib.crc32("".join(parts).encode())
 
 
 class BookGroup:

@@ -7,6 +7,8 @@ market-data messages carry them pre-formatted so every subscriber gets the same 
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -355,3 +357,20 @@ class ExecutionMessage(WsMessage, tag="execution"):
     event: Literal["accepted", "rejected", "fill", "canceled", "amended", "expired"]
     order: OrderInfo
     fill: Fill | None = None
+
+
+CHECKSUM_LEVELS = 10
+
+
+def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str]]) -> int:
+    """The `checksum` of book messages: CRC32 of the top 10 asks (low to high) then bids (high
+    to low), Kraken v2 style: each price and quantity as sent, with '.' removed and leading
+    zeros stripped, concatenated. Server and client both compute it with this function."""
+    parts: list[str] = []
+    for levels in (asks, bids):
+        for count, (price, quantity) in enumerate(levels):
+            if count == CHECKSUM_LEVELS:
+                break
+            parts.append(price.replace(".", "").lstrip("0"))
+            parts.append(quantity.replace(".", "").lstrip("0"))
+    return zlib.crc32("".join(parts).encode())
