@@ -2,9 +2,10 @@
 
 A market-data message goes to many connections. It is encoded into a complete text frame
 once (`encode_frame`) and the same bytes are queued in every subscriber's `Outbox`. Outboxes
-with something queued are flushed together once per event-loop iteration (`Flusher`), each
-with a single `writelines` — one system call for everything that accumulated, instead of a
-task wake-up and a system call per message per subscriber. While a socket's send buffer is
+with something queued are flushed together by the `Flusher` (replies at the end of the loop
+iteration, market data within `runtime.market_data_flush_ms`), each with a single
+`writelines` — one system call for everything that accumulated, instead of a task wake-up
+and a system call per message per subscriber. While a socket's send buffer is
 above `HIGH_WATER` its outbox holds frames and waits for it to drain; an outbox that fills up
 meanwhile (`capacity` frames) is a slow consumer and is closed by its connection.
 

@@ -173,8 +173,7 @@ class Connection:
                 self._reply_when_done(request.id, "amend", future, self._changed(order))
             case CancelAllOp():
                 account = self._account()
-                task = asyncio.ensure_future(self.app[SERVICE].cancel_all(account,
-                                                                         request.symbol))
+                task = asyncio.ensure_future(self.service.cancel_all(account, request.symbol))
                 task.add_done_callback(lambda done: self._answer(request.id, "cancel_all",
                                                                  done, lambda r: r))
             case SubscribeOp():
@@ -238,7 +237,7 @@ class Connection:
         return answer
 
     def _changed(self, order: TrackedOrder) -> Callable[[list[Event]], OrderAck]:
-        service = self.app[SERVICE]
+        service = self.service
 
         def finish(events: list[Event]) -> OrderAck:
             return service.finish_change(order, events)
