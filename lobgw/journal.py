@@ -182,16 +182,14 @@ class Journal:
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
         recovery = Recovery()
-        engine: Engine | None = None
-        for index in reversed(_indices(self.directory, "snapshot", ".snap")):
-            loaded = self._load_snapshot(_snapshot_path(self.directory, index))
-            if loaded is not None:
-                engine = Engine.restore(loaded.book)
-                recovery.snapshot_segment = index
-                recovery.snapshot_seq = loaded.book.seq
-                recovery.max_order_id = loaded.max_order_id
-                break
-        if engine is None:
+        found = self.newest_snapshot()
+        if found is not None:
+            index, loaded = found
+            engine = Engine.restore(loaded.book)
+            recovery.snapshot_segment = index
+            recovery.snapshot_seq = loaded.book.seq
+            recovery.max_order_id = loaded.max_order_id
+        else:
             engine = Engine(spec)
         first = recovery.snapshot_segment or 0
         segments = [i for i in _indices(self.directory, "journal", ".log") if i >= first]
@@ -239,6 +237,15 @@ class Journal:
         self.max_order_id = recovery.max_order_id
         recovery.seconds = time.perf_counter() - started
         return engine, recovery, batches
+
+    def newest_snapshot(self) -> tuple[int, SnapshotFile] | None:
+        """The newest snapshot that loads, with its segment index; a damaged one is logged
+        and the next older one tried."""
+        for index in reversed(_indices(self.directory, "snapshot", ".snap")):
+            loaded = self._load_snapshot(_snapshot_path(self.directory, index))
+            if loaded is not None:
+                return index, loaded
+        return None
 
     def _load_snapshot(self, path: Path) -> SnapshotFile | None:
         try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import msgspec
 
 from lobgw.journal import (
+    Journal,
     JournalCorruptError,
     SnapshotFile,
     _indices,
@@ -34,10 +35,9 @@ def _symbols(directory: Path, only: str | None) -> list[Path]:
 
 def _spec(folder: Path, config: str | None) -> object:
     """A symbol's spec: from its newest snapshot, else the config."""
-    for index in reversed(_indices(folder, "snapshot", ".snap")):
-        for _, payload, _ in read_records(_snapshot_path(folder, index), last_segment=False):
-            if payload is not None:
-                return msgspec.msgpack.decode(payload, type=SnapshotFile).book.spec
+    found = Journal(folder.parent, folder.name).newest_snapshot()
+    if found is not None:
+        return found[1].book.spec
     from lobgw.config import load_config
 
     if config is not None and Path(config).exists():
