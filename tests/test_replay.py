@@ -25,6 +25,7 @@ from lobgw.sim.records import (
     read_databento,
     read_lobster,
 )
+from lobgw.sim.replay import Pacer
 from lobgw.sim.run import replay_file
 from lobgw.sim.translate import Translator
 
@@ -315,3 +316,14 @@ def test_databento_rows_in_every_form_read_alike(tmp_path: Path) -> None:
     with pytest.raises(BadRowError) as caught:
         list(read_databento(bad, spec))
     assert caught.value.line == 2
+
+
+async def test_speed_paces_rows_to_data_time(tmp_path: Path) -> None:
+    pacer = Pacer(10)  # ten times faster than the data
+    assert pacer.delay(5_000_000_000) == 0.0  # the first row goes at once
+    assert 0.05 < pacer.delay(6_000_000_000) <= 0.1  # one data second later: 0.1 s later
+    path = write_csv(tmp_path / "paced.csv", [
+        "0,ADD,SELL,100.05,1,1,,,", "100000000,ADD,SELL,100.10,1,2,,,",
+        "200000000,CANCEL,,,,1,,,"])
+    paced = await replay_file(path, "csv", CSV_SPEC, speed=1, progress=False)
+    assert paced.rows == 3 and paced.seconds >= 0.18  # 0.2 s of data at speed 1

@@ -48,6 +48,23 @@ IN_FLIGHT = 4
 OnError = Literal["stop", "skip"]
 
 
+class Pacer:
+    """Holds a replay to data time divided by `speed`, counted from its first row."""
+
+    def __init__(self, speed: float) -> None:
+        self.speed = speed
+        self.first_ts: int | None = None
+        self.started = 0.0
+
+    def delay(self, timestamp: int) -> float:
+        """Seconds to wait before the row with data time `timestamp` is due (0: go now)."""
+        if self.first_ts is None:
+            self.first_ts, self.started = timestamp, time.perf_counter()
+        due = self.started + (timestamp - self.first_ts) / 1e9 / self.speed
+        delay = due - time.perf_counter()
+        return delay if delay > 0.001 else 0.0
+
+
 class ReplaySummary(msgspec.Struct):
     """What a replay did."""
 
@@ -233,12 +250,10 @@ class Replayer:
         rows: list[list[AnyCommand]] = []
         flat: list[AnyCommand] = []
         pending = 0  # commands (or rows) waiting to be sent
-        first_ts: int | None = None
-        pace_start = time.perf_counter()
+        pacer = Pacer(self.speed) if self.speed else None
         translate = self.translator.translate
         translate_into = self.translator.translate_into
         invalid = Kind.INVALID
-        speed = self.speed
         count = 0
         try:
             for record in records:
@@ -248,14 +263,10 @@ class Replayer:
                     if by_row:
                         rows.append([])
                     continue
-                if speed:
-                    first_ts = record.timestamp if first_ts is None else first_ts
-                    due = pace_start + (record.timestamp - first_ts) / 1e9 / speed
-                    delay = due - time.perf_counter()
-                    if delay > 0.001:
-                        await self._send(rows, flat)
-                        rows, flat, pending = [], [], 0
-                        await asyncio.sleep(delay)
+                if pacer is not None and (delay := pacer.delay(record.timestamp)):
+                    await self._send(rows, flat)
+                    rows, flat, pending = [], [], 0
+                    await asyncio.sleep(delay)
                 try:
                     if by_row:
                         row = translate(record)

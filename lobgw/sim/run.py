@@ -8,6 +8,7 @@ import contextlib
 import gc
 import os
 import sys
+import time
 from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -30,7 +31,14 @@ from lobgw.sim.records import (
     read_lobster_book_row,
     read_records,
 )
-from lobgw.sim.replay import BookWriter, GatewayReplayer, Progress, Replayer, ReplaySummary
+from lobgw.sim.replay import (
+    BookWriter,
+    GatewayReplayer,
+    Pacer,
+    Progress,
+    Replayer,
+    ReplaySummary,
+)
 from lobgw.sim.strategies import MarketMaker, Twap, Vwap, read_profile
 from lobgw.sim.translate import Translator
 
@@ -126,17 +134,13 @@ async def replay_into(url: str, api_key: str, path: Path, fmt: str,
     sink = GatewayReplayer(client, spec)
     translator = Translator.for_format(fmt)
     summary = ReplaySummary(translation=translator.stats)
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    first_ts: int | None = None
+    started = time.perf_counter()
+    pacer = Pacer(speed) if speed else None
     try:
         for record in read_records(fmt, path, spec):
             summary.rows += 1
-            if speed:
-                first_ts = record.timestamp if first_ts is None else first_ts
-                delay = started + (record.timestamp - first_ts) / 1e9 / speed - loop.time()
-                if delay > 0.001:
-                    await asyncio.sleep(delay)
+            if pacer is not None and (delay := pacer.delay(record.timestamp)):
+                await asyncio.sleep(delay)
             for command in translator.translate(record):
                 summary.commands += 1
                 if isinstance(command, ExecuteOrder) and record.side is not None \
@@ -147,7 +151,7 @@ async def replay_into(url: str, api_key: str, path: Path, fmt: str,
         await sink.close()
     finally:
         await client.close()
-    summary.seconds = loop.time() - started
+    summary.seconds = time.perf_counter() - started
     summary.errors = {"refused by the gateway": sink.refused} if sink.refused else {}
     return summary
 
