@@ -335,15 +335,6 @@ CSV_HEADER = ("ts", "msg_type", "side", "price", "qty", "order_id")
 CSV_OPTIONAL = ("tif", "flags", "account")
 
 
-class _CsvRow(msgspec.Struct):
-    ts: int
-    msg_type: str
-    side: str
-    price: str
-    qty: str
-    order_id: int
-
-
 def read_csv(path: Path, spec: InstrumentSpec, skip_bad: bool = False
              ) -> Iterator[MarketRecord]:
     """lobgw's own format (see README): ts,msg_type,side,price,qty,order_id[,tif,flags,account].
