@@ -72,7 +72,6 @@ class MarketDataHub:
     def __init__(self, specs: dict[str, InstrumentSpec], recent_trades: int = 1_000) -> None:
         self.feeds = {symbol: SymbolFeed(spec, recent_trades) for symbol, spec in specs.items()}
         self.executions: dict[str, set[Outbox]] = {}
-        self.messages_published = 0
 
     # -- subscriptions (called by connections; book subscriptions run inside the actor) ------
 
@@ -219,9 +218,8 @@ class MarketDataHub:
                 subscriber.last_sent = now
 
     def _send(self, subscribers: Iterable[Outbox], data: bytes) -> None:
-        for subscriber in list(subscribers):
+        for subscriber in list(subscribers):  # a copy: an overflow unsubscribes mid-loop
             subscriber.offer(data)
-            self.messages_published += 1
 
     def _publish_book(self, feed: SymbolFeed, symbol: str, depth: int, group: BookGroup,
                       book: BookReader) -> None:
