@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -27,6 +30,17 @@ def reap_later(process: asyncio.subprocess.Process) -> asyncio.subprocess.Proces
     (a failed assertion must not leave a gateway running)."""
     _SPAWNED.append(process)
     return process
+
+
+async def spawn_server(config: Path, *args: str, env: dict[str, str] | None = None,
+                       preexec: Callable[[], None] | None = None
+                       ) -> asyncio.subprocess.Process:
+    """`python -m lobgw serve --config CONFIG ARGS` in a real subprocess (stderr piped for
+    the test to read), killed after the test if it is still running."""
+    return reap_later(await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "lobgw", "serve", "--config", str(config), *args,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **(env or {})}, preexec_fn=preexec))
 
 
 @pytest.fixture(autouse=True)

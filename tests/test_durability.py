@@ -7,7 +7,6 @@ import random
 import resource
 import shutil
 import signal
-import sys
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from lobgw.book.engine import BookSnapshot
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.client import ClientError, LobgwClient
 from lobgw.journal import SnapshotFile, read_journal, read_records
-from tests.conftest import ALICE_KEY, BOB_KEY, reap_later
+from tests.conftest import ALICE_KEY, BOB_KEY, spawn_server
 from tests.test_serve import CONFIG as SERVE_CONFIG
 from tests.test_serve import free_port, wait_ready
 
@@ -41,10 +40,7 @@ def write_config(tmp_path: Path, snapshot_every: int = 1_000_000) -> Path:
 
 async def start(config: Path, port: int, *extra: str, preexec: Any = None
                 ) -> asyncio.subprocess.Process:
-    process = reap_later(await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config), "--port", str(port),
-        *extra, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        preexec_fn=preexec))
+    process = await spawn_server(config, "--port", str(port), *extra, preexec=preexec)
     await wait_ready(port)
     return process
 
@@ -202,9 +198,7 @@ async def test_corrupt_middle_record_refuses_to_start_unless_repaired(tmp_path: 
     data = bytearray(segment.read_bytes())
     data[12] ^= 0xFF  # inside the first record's payload
     segment.write_bytes(bytes(data))
-    refused = reap_later(await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config), "--port", str(port),
-        stderr=asyncio.subprocess.PIPE))
+    refused = await spawn_server(config, "--port", str(port))
     _, stderr = await asyncio.wait_for(refused.communicate(), 30)
     assert refused.returncode == 3
     assert str(segment) in stderr.decode() and "offset 0" in stderr.decode()

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import socket
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -15,7 +13,7 @@ import pytest
 from lobgw.client import LobgwClient
 from lobgw.config import load_config
 from lobgw.errors import ConfigError
-from tests.conftest import ALICE_KEY, BOB_KEY, reap_later
+from tests.conftest import ALICE_KEY, BOB_KEY, spawn_server
 
 CONFIG = f"""
 [[symbols]]
@@ -48,10 +46,7 @@ def free_port() -> int:
 
 async def start_server(config: Path, port: int, *extra: str,
                        env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
-    return reap_later(await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config), "--port", str(port),
-        *extra, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **(env or {})}))
+    return await spawn_server(config, "--port", str(port), *extra, env=env)
 
 
 async def wait_ready(port: int, timeout: float = 20) -> None:
@@ -113,10 +108,7 @@ async def test_environment_override_of_the_port(tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
     port = free_port()
-    process = reap_later(await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "LOBGW_SERVER__PORT": str(port)}))
+    process = await spawn_server(config, env={"LOBGW_SERVER__PORT": str(port)})
     try:
         await wait_ready(port)
     finally:
