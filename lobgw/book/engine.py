@@ -70,6 +70,13 @@ EMPTY = 1 << 63
 MARKET_LIMIT = EMPTY - 1
 """The limit key of a market order: it crosses every level but never an empty side."""
 
+SMALL_INT_MAX = (1 << 30) - 1
+"""The largest int CPython 3.11 compares on its specialized fast path (one 30-bit digit).
+
+A comparison with a larger int takes the generic path and costs several times more, so the hot
+checks compare against bounds clipped to this, and an order beyond them takes the exact check.
+"""
+
 heappush = heapq.heappush
 heappop = heapq.heappop
 
@@ -178,6 +185,10 @@ class Engine:
         self._max_lots = spec.max_lots
         self._band_low = spec.band_low_ticks
         self._band_high = spec.band_high_ticks
+        # The bounds the hot paths compare against (see SMALL_INT_MAX): inside them an order is
+        # surely within the instrument's limits; outside, `_limit_violation` decides exactly.
+        self._quick_max_lots = min(self._max_lots, SMALL_INT_MAX)
+        self._quick_band_high = min(self._band_high, SMALL_INT_MAX)
         self._levels: dict[int, Level] = {}
         self._bids = BookSide(BUY)
         self._asks = BookSide(SELL)
@@ -221,10 +232,12 @@ class Engine:
         This is the actors' path. Passing the list in means that if a command raises (a bug),
         the events of the commands before it are still in the caller's hands.
 
-        The two most common commands — a limit order that rests without trading, and a cancel
-        of a resting order — are applied right here, with the engine's state held in local
-        variables for the whole batch; CPython charges for every attribute access and call,
-        and these two are most of any order flow. Everything else goes to its handler.
+        The common cases are applied right here, with the engine's state held in local
+        variables for the whole batch (CPython charges for every attribute access and call):
+        a limit order that rests without trading, a cancel of a resting order and a quantity
+        decrease; orders that trade go straight to `_take`. Everything else, and every case
+        these paths do not cover, goes to its handler, which is the general (and slower) form
+        of the same rules; the model tests drive both `apply` and `apply_batch`.
         """
         if events is None:
             events = []
@@ -233,46 +246,57 @@ class Engine:
         levels = self._levels
         bids = self._bids
         asks = self._asks
-        min_lots, max_lots = self._min_lots, self._max_lots
-        band_low, band_high = self._band_low, self._band_high
+        take = self._take
+        min_lots, max_lots = self._min_lots, self._quick_max_lots
+        band_low, band_high = self._band_low, self._quick_band_high
+        # Commands guarantee a positive quantity and price: with floors of one lot and one
+        # tick (the usual instrument) the lower bounds need no check.
+        floorless = min_lots == 1 and band_low == 1
         append = events.append
-        seq = self._seq
-        synced = True  # whether self._seq == seq
+        seq = self._seq  # handlers keep self._seq; it is stored before and read after each
         cancels = 0
+        amends = 0
         self._messages += len(commands)
         command: AnyCommand | None = None
         try:
             for command in commands:
-                cls = command.__class__
+                cls = type(command)
                 if cls is SubmitOrder:
                     submit: SubmitOrder = command  # type: ignore[assignment]
-                    price = submit.price
                     order_id = submit.order_id
                     quantity = submit.quantity
-                    if (price is not None and submit.time_in_force is GTC
-                            and min_lots <= quantity <= max_lots
-                            and band_low <= price <= band_high and order_id not in orders):
-                        if submit.side is BUY:
-                            passive = asks.best > price
-                            key = -price
-                            book = bids
-                        else:
-                            passive = bids.best > -price
-                            key = price
-                            book = asks
-                        if passive:
-                            orders[order_id] = submit
-                            level = levels.get(key)
-                            if level is None:
-                                levels[key] = Level(quantity, {order_id: quantity})
-                                book.added(key)
+                    if (quantity <= max_lots and order_id not in orders
+                            and (floorless or min_lots <= quantity)):
+                        price = submit.price
+                        if price is None:  # a market order
+                            own, other = (bids, asks) if submit.side is BUY else (asks, bids)
+                            if other.count:
+                                self._seq = seq
+                                take(submit, own, other, MARKET_LIMIT, events)
+                                seq = self._seq
+                                continue
+                        elif price <= band_high and (floorless or band_low <= price):
+                            if submit.side is BUY:
+                                own, other, key = bids, asks, -price
                             else:
-                                level.orders[order_id] = quantity
-                                level.size += quantity
-                            seq += 1
-                            synced = False
-                            append(OrderAccepted(seq, submit.timestamp, submit))
-                            continue
+                                own, other, key = asks, bids, price
+                            if other.best + key <= 0:  # it crosses the best opposite order
+                                self._seq = seq
+                                take(submit, own, other, -key, events)
+                                seq = self._seq
+                                continue
+                            if submit.time_in_force is GTC:
+                                orders[order_id] = submit
+                                level = levels.get(key)
+                                if level is None:
+                                    levels[key] = Level(quantity, {order_id: quantity})
+                                    own.added(key)
+                                else:
+                                    level.orders[order_id] = quantity
+                                    level.size += quantity
+                                seq += 1
+                                append(OrderAccepted(seq, submit.timestamp, submit))
+                                continue
                 elif cls is CancelOrder:
                     order_id = command.order_id
                     order = orders.pop(order_id, None)
@@ -289,27 +313,51 @@ class Engine:
                             (bids if where < 0 else asks).removed(where, levels)
                         cancels += 1
                         seq += 1
-                        synced = False
                         append(OrderCanceled(seq, command.timestamp, order_id, order.account,
                                              order.side, resting, remaining, CANCELED))
                         continue
+                elif cls is AmendOrder:
+                    amend: AmendOrder = command  # type: ignore[assignment]
+                    order_id = amend.order_id
+                    order = orders.get(order_id)
+                    new_quantity = amend.quantity
+                    # A decrease that leaves something to fill keeps its place in the queue.
+                    if (order is not None and amend.price is None and new_quantity is not None
+                            and new_quantity <= order.quantity
+                            and (floorless or min_lots <= new_quantity)):
+                        resting = order.price  # type: ignore[assignment]
+                        at = levels[resting if order.side is SELL else -resting]
+                        queue = at.orders
+                        remaining = queue[order_id]
+                        left = new_quantity - order.quantity + remaining
+                        if left > 0:
+                            queue[order_id] = left
+                            at.size -= remaining - left
+                            orders[order_id] = msgspec.structs.replace(order,
+                                                                       quantity=new_quantity)
+                            amends += 1
+                            seq += 1
+                            append(OrderAmended(seq, amend.timestamp, order_id, order.account,
+                                                order.side, resting, resting, new_quantity,
+                                                left, True))
+                            continue
                 # Everything else: the handler, with self._seq in step.
-                if not synced:
-                    self._seq = seq
-                    synced = True
+                self._seq = seq
                 handlers[cls](command, events)
                 seq = self._seq
         except KeyError:
-            if command is None or command.__class__ in handlers:
+            if command is None or type(command) in handlers:
                 raise  # a KeyError from inside the engine: a bug, not an unknown command
             # Commands from the bad one on were never applied: do not count them.
             position = next(i for i, item in enumerate(commands) if item is command)
             self._messages -= len(commands) - position
             raise UnknownCommandError(f"not an engine command: {command!r}") from None
         finally:
-            if not synced:
-                self._seq = seq
             self._cancels += cancels
+            self._amends += amends
+            # The inline paths' events since the last handler (also when a handler raised).
+            if events and events[-1].seq > self._seq:
+                self._seq = events[-1].seq
         return events
 
     @property
@@ -326,13 +374,20 @@ class Engine:
         self._rejected += 1
         events.append(OrderRejected(self._seq, ts, order_id, account, reason))
 
-    def _limit_violation(self, quantity: int, price: int | None) -> Reason:
-        """The instrument rule (quantity bounds, price band) that an order breaks."""
+    def _outside_quick_bounds(self, quantity: int, price: int | None) -> bool:
+        """Whether an order needs the exact limit check (it is rarely true)."""
+        return quantity > self._quick_max_lots or quantity < self._min_lots or (
+            price is not None and (price > self._quick_band_high or price < self._band_low))
+
+    def _limit_violation(self, quantity: int, price: int | None) -> Reason | None:
+        """The instrument rule (quantity bounds, price band) that an order breaks, if any."""
         if quantity < self._min_lots:
             return Reason.QUANTITY_BELOW_MINIMUM
         if quantity > self._max_lots:
             return Reason.QUANTITY_ABOVE_MAXIMUM
-        return Reason.PRICE_OUT_OF_BAND
+        if price is not None and not self._band_low <= price <= self._band_high:
+            return Reason.PRICE_OUT_OF_BAND
+        return None
 
     def _submit(self, cmd: SubmitOrder, events: list[Event]) -> None:
         order_id = cmd.order_id
@@ -341,11 +396,12 @@ class Engine:
                                 events)
         quantity = cmd.quantity
         price = cmd.price
-        if quantity > self._max_lots or quantity < self._min_lots or (
-            price is not None and (price > self._band_high or price < self._band_low)
+        if quantity > self._quick_max_lots or quantity < self._min_lots or (
+            price is not None and (price > self._quick_band_high or price < self._band_low)
         ):
-            return self._reject(order_id, cmd.account, self._limit_violation(quantity, price),
-                                cmd.timestamp, events)
+            violation = self._limit_violation(quantity, price)
+            if violation is not None:
+                return self._reject(order_id, cmd.account, violation, cmd.timestamp, events)
         if price is not None:  # a limit order
             if cmd.side is BUY:
                 if self._asks.best <= price:
@@ -597,10 +653,10 @@ class Engine:
             self._amends += 1
             self._cancel_resting(order, Reason.AMENDED_BELOW_FILLED, ts, events)
             return
-        if (new_quantity > self._max_lots or new_quantity < self._min_lots
-                or new_price > self._band_high or new_price < self._band_low):
-            return self._reject(order.order_id, account,
-                                self._limit_violation(new_quantity, new_price), ts, events)
+        if self._outside_quick_bounds(new_quantity, new_price):
+            violation = self._limit_violation(new_quantity, new_price)
+            if violation is not None:
+                return self._reject(order.order_id, account, violation, ts, events)
         new_remaining = new_quantity - filled
         if new_price == old_price and new_quantity <= order.quantity:
             # A decrease (or no change) keeps the order's place in the queue.
