@@ -435,86 +435,56 @@ class Engine:
         events.append(OrderExpired(seq + 2, cmd.timestamp, order_id, cmd.account, quantity, expiry))
 
     def _take(
-        self, cmd: SubmitOrder, own: BookSide, other: BookSide, limit: int, events: list[Event]
+        self,
+        cmd: SubmitOrder,
+        own: BookSide,
+        other: BookSide,
+        limit: int,
+        events: list[Event],
+        moving: int = 0,
     ) -> None:
-        """Match an incoming order that crosses `other` up to the key `limit`."""
+        """Match an order that crosses `other` up to the key `limit`; then rest or end the rest.
+
+        `moving` is set for an amended order that moved to a crossing price: its lots left to
+        fill. Its amend event is already out, so it is neither accepted nor rejected here, only
+        matched. (One function for both, with the sweep inline: a call per taker costs.)
+        """
         order_id = cmd.order_id
         account = cmd.account
         ts = cmd.timestamp
         stp = cmd.stp
-        quantity = cmd.quantity
-        if cmd.post_only:
-            return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events)
-        if (
-            cmd.time_in_force is FOK
-            and self._fillable(other, limit, account, stp, quantity) < quantity
-        ):
-            return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events)
-        if stp is CANCEL_TAKER or stp is CANCEL_BOTH:
-            first = self._orders[next(iter(self._levels[other.best].orders))]
-            if first.account == account:
-                # The very first trade would be with ourselves, so nothing can trade.
-                if stp is CANCEL_BOTH:
-                    self._cancel_resting(first, STP, ts, events)
-                self._rejected += 1
-                self._seq += 1
-                events.append(OrderRejected(self._seq, ts, order_id, account, STP))
-                return
-        self._seq += 1
-        events.append(OrderAccepted(self._seq, ts, cmd))
-        remaining, stopped = self._sweep(
-            order_id, account, cmd.side, stp, other, limit, quantity, ts, events
-        )
-        if remaining:
-            if stopped:
-                self._seq += 1
-                events.append(OrderCanceled(self._seq, ts, order_id, account, cmd.side,
-                                            cmd.price, remaining, STP))
-            elif cmd.price is None:
-                self._seq += 1
-                events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
-                                           INSUFFICIENT_LIQUIDITY))
-            elif cmd.time_in_force is not GTC:
-                self._seq += 1
-                events.append(OrderExpired(self._seq, ts, order_id, account, remaining,
-                                           IOC_REMAINDER))
-            else:
-                self._rest(cmd, -limit, remaining, own)
-
-    def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
-        """Put a live order with `remaining` lots at the back of the level with `key`."""
-        self._orders[order.order_id] = order
-        level = self._levels.get(key)
-        if level is None:
-            self._levels[key] = Level(remaining, {order.order_id: remaining})
-            book.added(key)
-        else:
-            level.orders[order.order_id] = remaining
-            level.size += remaining
-
-    def _sweep(
-        self,
-        taker_id: int,
-        account: str,
-        taker_side: Side,
-        stp: SelfTradePrevention,
-        other: BookSide,
-        limit: int,
-        remaining: int,
-        ts: int,
-        events: list[Event],
-    ) -> tuple[int, bool]:
-        """Trade `remaining` against `other` in price-time order up to key `limit`.
-
-        Returns what is left and whether self-trade prevention stopped the taker.
-        """
         orders = self._orders
         levels = self._levels
-        sign = other.sign
         append = events.append
-        seq = self._seq
-        trades = 0
-        volume = 0
+        if moving:
+            remaining = moving
+        else:
+            remaining = cmd.quantity
+            if cmd.post_only:
+                return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events)
+            if (
+                cmd.time_in_force is FOK
+                and self._fillable(other, limit, account, stp, remaining) < remaining
+            ):
+                return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events)
+            if stp is CANCEL_TAKER or stp is CANCEL_BOTH:
+                first = orders[next(iter(levels[other.best].orders))]
+                if first.account == account:
+                    # The very first trade would be with ourselves, so nothing can trade.
+                    if stp is CANCEL_BOTH:
+                        self._cancel_resting(first, STP, ts, events)
+                    self._rejected += 1
+                    self._seq += 1
+                    append(OrderRejected(self._seq, ts, order_id, account, STP))
+                    return
+            self._seq += 1
+            append(OrderAccepted(self._seq, ts, cmd))
+        # The sweep: levels in price order, makers in time order, until the limit or the end.
+        side = cmd.side
+        sign = other.sign
+        seq = start_seq = self._seq
+        wanted = remaining
+        stp_cancels = 0
         stopped = False
         while other.best <= limit:
             key = other.best
@@ -522,7 +492,7 @@ class Engine:
             queue = level.orders
             price = key * sign
             gone: list[int] = []  # makers filled or cancelled: always a prefix of the queue
-            taken = 0
+            before = remaining
             for maker_id, available in queue.items():
                 maker_account = orders[maker_id].account
                 if maker_account == account and stp is not STP_NONE:
@@ -530,7 +500,8 @@ class Engine:
                         stopped = True
                         break
                     gone.append(maker_id)
-                    taken += available
+                    level.size -= available
+                    stp_cancels += 1
                     seq += 1
                     append(OrderCanceled(seq, ts, maker_id, account, other.side, price,
                                          available, STP))
@@ -547,27 +518,48 @@ class Engine:
                     available = 0
                     remaining -= fill
                     gone.append(maker_id)
-                taken += fill
-                volume += fill
-                trades += 1
                 seq += 1
-                append(TradeExecuted(seq, ts, price, fill, taker_side, maker_id, taker_id,
+                append(TradeExecuted(seq, ts, price, fill, side, maker_id, order_id,
                                      maker_account, account, available, remaining))
                 if not remaining:
                     break
             for maker_id in gone:
                 del queue[maker_id]
                 del orders[maker_id]
-            level.size -= taken
+            level.size -= before - remaining
             if not queue:
                 del levels[key]
                 other.removed(key, levels)
             if stopped or not remaining:
                 break
+        self._trades += seq - start_seq - stp_cancels
+        self._volume += wanted - remaining
+        if remaining:
+            if stopped:
+                seq += 1
+                append(OrderCanceled(seq, ts, order_id, account, side, cmd.price, remaining,
+                                     STP))
+            elif cmd.price is None:
+                seq += 1
+                append(OrderExpired(seq, ts, order_id, account, remaining,
+                                    INSUFFICIENT_LIQUIDITY))
+            elif cmd.time_in_force is not GTC:
+                seq += 1
+                append(OrderExpired(seq, ts, order_id, account, remaining, IOC_REMAINDER))
+            else:
+                self._rest(cmd, -limit, remaining, own)
         self._seq = seq
-        self._trades += trades
-        self._volume += volume
-        return remaining, stopped
+
+    def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
+        """Put a live order with `remaining` lots at the back of the level with `key`."""
+        self._orders[order.order_id] = order
+        level = self._levels.get(key)
+        if level is None:
+            self._levels[key] = Level(remaining, {order.order_id: remaining})
+            book.added(key)
+        else:
+            level.orders[order.order_id] = remaining
+            level.size += remaining
 
     def _fillable(
         self, other: BookSide, limit: int, account: str, stp: SelfTradePrevention, wanted: int
@@ -677,17 +669,11 @@ class Engine:
         self._seq += 1
         events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
                                    old_price, new_price, new_quantity, new_remaining, False))
-        stopped = False
+        moved = msgspec.structs.replace(order, price=new_price, quantity=new_quantity,
+                                        timestamp=ts)
         if crosses:
-            new_remaining, stopped = self._sweep(order.order_id, account, order.side, order.stp,
-                                                 other, limit, new_remaining, ts, events)
-        if stopped:
-            self._seq += 1
-            events.append(OrderCanceled(self._seq, ts, order.order_id, account, order.side,
-                                        new_price, new_remaining, STP))
-        elif new_remaining:
-            moved = msgspec.structs.replace(order, price=new_price, quantity=new_quantity,
-                                            timestamp=ts)
+            self._take(moved, book, other, limit, events, new_remaining)
+        else:
             self._rest(moved, -limit, new_remaining, book)
 
     # -- replayed market data ----------------------------------------------------------------
