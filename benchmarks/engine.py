@@ -29,6 +29,7 @@ import gc
 import platform
 import resource
 import statistics
+import sys
 import time
 import tracemalloc
 from collections.abc import Sequence
@@ -140,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--commands", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args(argv)
-    print(f"python {platform.python_version()} ({platform.python_implementation()}), "
+    print(f"python {platform.python_version()} ({sys.executable}), "
           f"{platform.machine()}, {platform.system()}; median of {args.runs} runs")
     synthetic = synthetic_commands(args.commands)
     lobster, skipped = lobster_commands(LOBSTER_FILE)

@@ -363,7 +363,8 @@ async def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5,
                         help="alternating rounds for the journal comparison")
     args = parser.parse_args(argv)
-    print(f"python {platform.python_version()}, {platform.machine()}, {os.cpu_count()} cores; "
+    print(f"python {platform.python_version()} ({sys.executable}), {platform.machine()}, "
+          f"{os.cpu_count()} cores; "
           f"server and load in separate processes on loopback")
     with tempfile.TemporaryDirectory() as directory:
         port = free_port()

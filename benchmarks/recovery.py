@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +43,7 @@ def main() -> None:
     parser.add_argument("--commands", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=64)
     args = parser.parse_args()
+    print(f"python {platform.python_version()} ({sys.executable}); median of 3 recoveries")
     commands = synthetic_commands(args.commands)
     with tempfile.TemporaryDirectory() as name:
         directory = Path(name)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -42,7 +43,8 @@ BACKTESTS = [
 
 def main() -> None:
     """Print the replay and backtest tables."""
-    print(f"python {platform.python_version()}, {platform.machine()}; one process, one core")
+    print(f"python {platform.python_version()} ({sys.executable}), {platform.machine()}; "
+          "one process, one core")
     print(f"{'replay':<24} {'rows':>8} {'events':>8} {'rows/s':>10} {'events/s':>10}")
     for label, path, fmt in FILES:
         spec = (lobster_spec("BENCH") if fmt == "lobster"
