@@ -393,6 +393,41 @@ def test_instrument_limits_reject_and_leave_the_book_unchanged(
     assert engine.snapshot().bids == before.bids and engine.snapshot().asks == before.asks
 
 
+HUGE = InstrumentSpec("H", Decimal("1"), Decimal("1"), max_quantity=Decimal(2**40),
+                     price_band_high=Decimal(2**40))
+"""Limits beyond 2**30, where the engine's quick bound checks hand over to the exact ones."""
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(("spec", "quantity", "price", "reason"), [
+    (SPEC, 2**31, 2**31, None),             # no limits: big orders rest
+    (HUGE, 2**40, 2**40, None),             # exactly at the limits
+    (HUGE, 2**40 + 1, 100, Reason.QUANTITY_ABOVE_MAXIMUM),
+    (HUGE, 5, 2**40 + 1, Reason.PRICE_OUT_OF_BAND),
+])
+def test_limits_beyond_small_ints_are_exact(
+    spec: InstrumentSpec, quantity: int, price: int, reason: Reason | None, batched: bool
+) -> None:
+    engine = Engine(spec)
+    command = limit(1, BUY, quantity, price)
+    events = engine.apply_batch([command]) if batched else engine.apply(command)
+    if reason is None:
+        assert events == [OrderAccepted(1, 0, command)]
+        assert engine.best_bid() == (price, quantity)
+        # Big amends (a decrease, then an increase back) are exact too; a big seller trades.
+        for amended in (quantity - 1, quantity):
+            amend = AmendOrder(1, quantity=amended)
+            assert kinds(engine.apply_batch([amend]) if batched else engine.apply(amend)) == [
+                "OrderAmended"]
+        sell = market(2, SELL, quantity)
+        assert kinds(engine.apply_batch([sell]) if batched else engine.apply(sell)) == [
+            "OrderAccepted", "TradeExecuted"]
+        assert engine.counters().volume == quantity
+    else:
+        assert events == [OrderRejected(1, 0, 1, "a", reason)]
+        assert engine.best_bid() is None
+
+
 def test_duplicate_live_order_id_is_rejected() -> None:
     engine = book(limit(1, BUY, 5, 100))
     assert engine.apply(limit(1, SELL, 5, 105)) == [

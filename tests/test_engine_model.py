@@ -3,6 +3,11 @@
 After every command: the same events (so the same trades, rejections and sequence numbers),
 the same resting orders in the same queue order, a book that is not crossed, cached level
 sizes equal to the sum of their orders, and sequence numbers without gaps.
+
+Three engines take every command: one through `apply`, one through `apply_batch` one command
+at a time, and one through `apply_batch` in batches of random length (the inline paths keep
+state in locals across a batch). Two instruments: one with a band and quantity limits, one
+with none (the inline paths skip the lower bounds then).
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from lobgw.book.commands import (
     ReduceOrder,
     SubmitOrder,
 )
-from lobgw.book.engine import Engine
+from lobgw.book.engine import Counters, Engine
+from lobgw.book.events import OrderAccepted, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
 from tests.reference import ReferenceBook
@@ -60,15 +66,25 @@ def submit_fields(draw: st.DrawFn) -> dict[str, object]:
     }
 
 
+UNLIMITED_SPEC = InstrumentSpec("FREE", tick_size=Decimal("0.5"), lot_size=Decimal("1"))
+"""No band and no quantity limits: one lot and one tick are the only floors."""
+
+
 class EngineMatchesModel(RuleBasedStateMachine):
+    spec = SPEC
+
     def __init__(self) -> None:
         super().__init__()
-        self.engine = Engine(SPEC)
-        self.batched = Engine(SPEC)  # the same commands through apply_batch (the actor path)
-        self.model = ReferenceBook(SPEC)
+        self.engine = Engine(self.spec)
+        self.batched = Engine(self.spec)  # the same commands through apply_batch (the actor path)
+        self.chunked = Engine(self.spec)  # ... in batches of several commands
+        self.pending: list[AnyCommand] = []
+        self.pending_events: list[object] = []
+        self.model = ReferenceBook(self.spec)
         self.next_id = 1
         self.ts = 0
         self.ids: list[int] = []
+        self.counted = Counters()  # what the model's events add up to
 
     def step(self, command: AnyCommand) -> None:
         seq_before = self.engine.seq
@@ -78,6 +94,25 @@ class EngineMatchesModel(RuleBasedStateMachine):
         assert self.batched.apply_batch([command]) == want
         assert [e.seq for e in got] == list(range(seq_before + 1, seq_before + 1 + len(got)))
         assert got, "every command yields at least one event"
+        self.pending.append(command)
+        self.pending_events.extend(want)
+        trades = [event for event in want if isinstance(event, TradeExecuted)]
+        self.counted = Counters(
+            messages=self.counted.messages + 1,
+            orders=self.counted.orders + sum(isinstance(e, OrderAccepted) for e in want),
+            rejections=self.counted.rejections + sum(isinstance(e, OrderRejected) for e in want),
+            trades=self.counted.trades + len(trades),
+            volume=self.counted.volume + sum(trade.quantity for trade in trades),
+        )
+
+    @rule(data=st.data())
+    def flush_batch(self, data: st.DataObject) -> None:
+        """Send the commands gathered since the last flush to `chunked` as one batch."""
+        if data.draw(st.booleans()):
+            assert self.chunked.apply_batch(self.pending) == self.pending_events
+            assert self.chunked.seq == self.engine.seq
+            self.pending.clear()
+            self.pending_events.clear()
 
     def tick(self) -> int:
         self.ts += 1
@@ -144,10 +179,22 @@ class EngineMatchesModel(RuleBasedStateMachine):
         assert self.engine.open_order_count() == len(self.model.orders)
 
     @invariant()
+    def counters_add_up(self) -> None:
+        assert self.engine.counters() == self.counted
+        assert self.batched.counters() == self.counted
+
+    @invariant()
     def restore_gives_the_same_book(self) -> None:
         snapshot = self.engine.snapshot()
         assert Engine.restore(snapshot).snapshot() == snapshot
         assert self.batched.snapshot() == snapshot
+        if not self.pending:
+            assert self.chunked.snapshot() == snapshot
+            assert self.chunked.counters() == self.engine.counters()
+
+
+class UnlimitedEngineMatchesModel(EngineMatchesModel):
+    spec = UNLIMITED_SPEC
 
 
 
@@ -158,3 +205,5 @@ EngineMatchesModel.TestCase.settings = settings(
     suppress_health_check=[HealthCheck.too_slow],
 )
 TestEngineMatchesModel = EngineMatchesModel.TestCase
+UnlimitedEngineMatchesModel.TestCase.settings = EngineMatchesModel.TestCase.settings
+TestUnlimitedEngineMatchesModel = UnlimitedEngineMatchesModel.TestCase
