@@ -269,7 +269,10 @@ class Engine:
                             and (floorless or min_lots <= quantity)):
                         price = submit.price
                         if price is None:  # a market order
-                            own, other = (bids, asks) if submit.side is BUY else (asks, bids)
+                            if submit.side is BUY:
+                                own, other = bids, asks
+                            else:
+                                own, other = asks, bids
                             if other.count:
                                 self._seq = seq
                                 take(submit, own, other, MARKET_LIMIT, events)
@@ -467,18 +470,10 @@ class Engine:
                 and self._fillable(other, limit, account, stp, remaining) < remaining
             ):
                 return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events)
-            if stp is CANCEL_TAKER or stp is CANCEL_BOTH:
-                first = orders[next(iter(levels[other.best].orders))]
-                if first.account == account:
-                    # The very first trade would be with ourselves, so nothing can trade.
-                    if stp is CANCEL_BOTH:
-                        self._cancel_resting(first, STP, ts, events)
-                    self._rejected += 1
-                    self._seq += 1
-                    append(OrderRejected(self._seq, ts, order_id, account, STP))
-                    return
+            # Accepted, unless its very first match is its own order under cancel_taker or
+            # cancel_both: the sweep below finds that, takes this event back and rejects.
+            append(OrderAccepted(self._seq + 1, ts, cmd))
             self._seq += 1
-            append(OrderAccepted(self._seq, ts, cmd))
         # The sweep: levels in price order, makers in time order, until the limit or the end.
         side = cmd.side
         sign = other.sign
@@ -496,6 +491,9 @@ class Engine:
             for maker_id, available in queue.items():
                 maker_account = orders[maker_id].account
                 if maker_account == account and stp is not STP_NONE:
+                    if seq == start_seq and not moving and stp is not CANCEL_MAKER:
+                        # Its first match is with itself, so nothing can trade: a rejection.
+                        return self._self_match(cmd, orders[maker_id], events)
                     if stp is CANCEL_TAKER:
                         stopped = True
                         break
@@ -549,6 +547,19 @@ class Engine:
             else:
                 self._rest(cmd, -limit, remaining, own)
         self._seq = seq
+
+    def _self_match(self, cmd: SubmitOrder, maker: SubmitOrder, events: list[Event]) -> None:
+        """Reject an order whose first match is its own `maker` (cancelled too, cancel_both).
+
+        `_take` has just announced the order as accepted and changed nothing else yet.
+        """
+        events.pop()  # the OrderAccepted
+        self._seq -= 1
+        if cmd.stp is CANCEL_BOTH:
+            self._cancel_resting(maker, STP, cmd.timestamp, events)
+        self._rejected += 1
+        self._seq += 1
+        events.append(OrderRejected(self._seq, cmd.timestamp, cmd.order_id, cmd.account, STP))
 
     def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
         """Put a live order with `remaining` lots at the back of the level with `key`."""
