@@ -399,9 +399,7 @@ class Engine:
                                 events)
         quantity = cmd.quantity
         price = cmd.price
-        if quantity > self._quick_max_lots or quantity < self._min_lots or (
-            price is not None and (price > self._quick_band_high or price < self._band_low)
-        ):
+        if self._outside_quick_bounds(quantity, price):
             violation = self._limit_violation(quantity, price)
             if violation is not None:
                 return self._reject(order_id, cmd.account, violation, cmd.timestamp, events)
