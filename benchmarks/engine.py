@@ -1,7 +1,7 @@
 """Matching-engine throughput: commands/s, events/s and peak memory on one core.
 
 Workloads:
-  synthetic  lobgw.sim.synthetic: a seeded stream of 1,000,000 commands on one symbol:
+  synthetic  lobgw.book.synthetic: a seeded stream of 1,000,000 commands on one symbol:
              55% limit orders around a drifting mid (about 10% marketable, some
              sweeping several levels; IOC, FOK, post-only, all STP modes), 35%
              cancels of live orders, 5% quantity-reducing amends, 5% market orders;
@@ -47,8 +47,8 @@ from lobgw.book.commands import (
 )
 from lobgw.book.engine import Engine
 from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.synthetic import SYNTHETIC_SPEC, synthetic_commands
 from lobgw.book.types import SelfTradePrevention, Side
-from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
 
 LOBSTER_FILE = (Path(__file__).parent.parent / "tests" / "data"
                 / "AMZN_2012-06-21_34200000_57600000_message_1.csv")

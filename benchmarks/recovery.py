@@ -1,6 +1,6 @@
 """Recovery speed: how fast a restart replays a journal.
 
-Writes a journal of the synthetic order flow (lobgw.sim.synthetic, 500,000 commands) with the
+Writes a journal of the synthetic order flow (lobgw.book.synthetic, 500,000 commands) with the
 journal's own code, in records of 64 commands (an actor batch under load), then times what a
 gateway start does: read and check every record, decode it, and apply it through the symbol
 actor. Prints records/s and commands/s (median of 3).
@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 from lobgw.actors import Exchange
-from lobgw.journal import Journal
-from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
+from lobgw.actors.journal import Journal
+from lobgw.book.synthetic import SYNTHETIC_SPEC, synthetic_commands
 
 
 async def recover(directory: Path) -> tuple[float, int, int]:

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from lobgw.sim.backtest import run_backtest
+from lobgw.sim.backtest import build_strategy, run_backtest
 from lobgw.sim.records import databento_spec, lobster_spec, read_records
-from lobgw.sim.run import build_strategy, replay_file
+from lobgw.sim.replay import replay_file
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
 FILES = [

@@ -1,4 +1,5 @@
-"""The exception tree. Client mistakes become events or error replies; these are the rest.
+"""The exception tree and the stable error codes. Client mistakes become events or error
+replies; these are the rest.
 
     LobgwError
     ├── EngineError              a bug in whoever drives the engine (never a client's fault)
@@ -7,18 +8,77 @@
     │   ├── InvalidTransitionError   an order event that cannot happen in the order's state
     │   └── SnapshotError            a snapshot that does not describe a valid book
     ├── InputError               client input refused at the edge: code, field, reason
+    ├── BadRowError              a market-data row that cannot be read: file, line, reason
     ├── RefusedError             the runtime cannot take a request right now
     │   ├── OverloadedError          a symbol's command queue is full (retry shortly)
     │   ├── ShuttingDownError        the runtime is stopping and takes nothing new
-    │   └── UnknownSymbolError       no actor trades that symbol
+    │   ├── UnknownSymbolError       no actor trades that symbol
+    │   └── JournalUnavailableError  the journal cannot be written (also a JournalError)
+    ├── JournalError             the durable history of a symbol
+    │   ├── JournalUnavailableError  (above)
+    │   ├── JournalCorruptError      a record in the middle of the history fails its checks
+    │   └── SnapshotDamagedError     a snapshot file fails its checks (an older one is tried)
+    ├── ApiError                 a refusal as the gateway answers it (lobgw.gateway.errors)
     ├── InternalError            an unexpected failure, reported to clients only by its id
     └── ConfigError              a bad config.toml or environment override, naming the key
 
-The gateway maps each class to one HTTP status / WebSocket error code in one function
-(`lobgw.gateway.errors.describe`).
+`ErrorCode` holds every machine-readable code a client can see. The gateway maps each code
+to one HTTP status and each exception to one code in one table and one function
+(`lobgw.gateway.errors`); `tests/test_architecture.py` checks that this drawing names every
+subclass of `LobgwError` in the package.
 """
 
 from __future__ import annotations
+
+import enum
+from pathlib import Path
+
+
+class ErrorCode(enum.StrEnum):
+    """Stable codes of every refusal. A `StrEnum`: each member equals its wire text.
+
+    Engine rejections use the same text as the engine's `Reason` (`ErrorCode(reason)`).
+    """
+
+    # the request itself is malformed or invalid
+    MALFORMED_JSON = "MALFORMED_JSON"
+    MISSING_FIELD = "MISSING_FIELD"
+    UNKNOWN_FIELD = "UNKNOWN_FIELD"
+    INVALID_TYPE = "INVALID_TYPE"
+    INVALID_VALUE = "INVALID_VALUE"
+    OUT_OF_RANGE = "OUT_OF_RANGE"
+    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    UNSUPPORTED_MESSAGE = "UNSUPPORTED_MESSAGE"
+    # an order's fields, checked at the edge against the symbol's rules
+    INVALID_QUANTITY = "INVALID_QUANTITY"
+    INVALID_PRICE = "INVALID_PRICE"
+    PRICE_OFF_TICK = "PRICE_OFF_TICK"
+    QUANTITY_OFF_LOT = "QUANTITY_OFF_LOT"
+    MISSING_PRICE = "MISSING_PRICE"
+    PRICE_NOT_ALLOWED = "PRICE_NOT_ALLOWED"
+    POST_ONLY_NOT_ALLOWED = "POST_ONLY_NOT_ALLOWED"
+    # who asks, and how often
+    UNAUTHORIZED = "UNAUTHORIZED"
+    RATE_LIMITED = "RATE_LIMITED"
+    # what the request names does not exist or conflicts
+    NOT_FOUND = "NOT_FOUND"
+    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
+    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
+    # the engine said no (the values of lobgw.book.types.Reason)
+    DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
+    QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM"
+    QUANTITY_ABOVE_MAXIMUM = "QUANTITY_ABOVE_MAXIMUM"
+    PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
+    POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
+    FOK_NOT_FILLED = "FOK_NOT_FILLED"
+    STP = "STP"
+    # the runtime cannot take it now
+    OVERLOADED = "OVERLOADED"
+    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
 class LobgwError(Exception):
@@ -51,11 +111,25 @@ class SnapshotError(EngineError):
 class InputError(LobgwError):
     """Client input refused at the edge, with a stable code and the offending field."""
 
-    def __init__(self, code: str, field: str, reason: str) -> None:
+    def __init__(self, code: ErrorCode, field: str, reason: str) -> None:
         super().__init__(f"{field}: {reason}")
         self.code = code
         self.field = field
         self.reason = reason
+
+
+class BadRowError(LobgwError):
+    """A market-data row that cannot be read: where, and why.
+
+    `kind` is the reason's first word (an `ErrorCode` or "unparseable"), what summaries count.
+    """
+
+    def __init__(self, path: Path, line: int, reason: str) -> None:
+        super().__init__(f"{path}:{line}: {reason}")
+        self.path = path
+        self.line = line
+        self.reason = reason
+        self.kind = reason.split(":", 1)[0]
 
 
 class RefusedError(LobgwError):
@@ -71,11 +145,38 @@ class ShuttingDownError(RefusedError):
 
 
 class UnknownSymbolError(RefusedError):
-    """No actor trades the requested symbol."""
+    """No actor trades the requested symbol.
 
-    def __init__(self, symbol: str) -> None:
+    `resource`: the symbol was the resource a path names (an HTTP 404 NOT_FOUND), rather
+    than a value in a request (400 UNKNOWN_SYMBOL).
+    """
+
+    def __init__(self, symbol: str, resource: bool = False) -> None:
         super().__init__(f"unknown symbol {symbol!r}")
         self.symbol = symbol
+        self.resource = resource
+
+
+class JournalError(LobgwError):
+    """Base of journal failures."""
+
+
+class JournalUnavailableError(JournalError, RefusedError):
+    """The journal cannot be written: the symbol takes no orders until it can."""
+
+
+class JournalCorruptError(JournalError):
+    """A journal record in the middle of the history fails its checks."""
+
+    def __init__(self, path: Path, offset: int, reason: str) -> None:
+        super().__init__(f"{path} at offset {offset}: {reason} "
+                         "(start with --repair to keep what comes before and quarantine the rest)")
+        self.path = path
+        self.offset = offset
+
+
+class SnapshotDamagedError(JournalError):
+    """A snapshot file fails its length or CRC check (recovery falls back to an older one)."""
 
 
 class InternalError(LobgwError):

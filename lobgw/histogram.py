@@ -1,15 +1,17 @@
-"""A histogram cheap enough for hot paths, exported to aioprometheus at scrape time."""
+"""A histogram cheap enough for hot paths (the journal's fsyncs, the actors' latencies).
+
+Standard library only, so the actors do not pull in a metrics library; the gateway exports
+these to Prometheus at scrape time (`lobgw.gateway.metrics`).
+"""
 
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Sequence
 
-from aioprometheus.histogram import Histogram as HistogramValue
-
 
 class FastHistogram:
-    """Bucket counts kept with one bisect per sample; exported to aioprometheus at scrape.
+    """Bucket counts kept with one bisect per sample.
 
     aioprometheus resolves label dicts on every observation, which costs more than the
     command being measured; this keeps the hot path to a few operations.
@@ -27,13 +29,11 @@ class FastHistogram:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
-    def export(self) -> HistogramValue:
-        """The cumulative aioprometheus histogram value."""
-        value = HistogramValue(*self.bounds)
-        cumulative = 0
+    def cumulative(self) -> list[tuple[float, int]]:
+        """(upper bound, samples at or below it) per bucket, the last bound infinite."""
+        result = []
+        running = 0
         for bound, count in zip([*self.bounds, float("inf")], self.counts, strict=True):
-            cumulative += count
-            value.buckets[bound] = cumulative
-        value.observations = cumulative
-        value.sum = self.total
-        return value
+            running += count
+            result.append((bound, running))
+        return result

@@ -30,8 +30,8 @@ async def test_requests_are_answered_and_batches_published_once() -> None:
     exchange.add_listener(listener)
     exchange.start()
     actor = exchange.actor("X")
-    futures = [actor.submit(SubmitOrder(i, "a" if i % 2 else "b", Side.SELL if i % 2 else
-                                        Side.BUY, 1, price=10)) for i in range(1, 11)]
+    futures = [actor.ask([SubmitOrder(i, "a" if i % 2 else "b", Side.SELL if i % 2 else
+                                     Side.BUY, 1, price=10)]) for i in range(1, 11)]
     results = await asyncio.gather(*futures)
     assert [type(r[0]) for r in results] == [OrderAccepted] * 10
     assert sum(isinstance(e, TradeExecuted) for r in results for e in r) == 5
@@ -44,34 +44,39 @@ async def test_requests_are_answered_and_batches_published_once() -> None:
 
 async def test_full_queue_refuses_at_once_and_stop_drains() -> None:
     exchange = Exchange([SPEC], queue_size=3)
+    resting: list[int] = []
+    exchange.add_listener(lambda symbol, events, book: resting.append(book.open_order_count()))
     exchange.start()
     actor = exchange.actor("X")
     actor.pause()
     await asyncio.sleep(0)  # the task starts and waits for work
-    queued = [actor.submit(SubmitOrder(i, "a", Side.BUY, 1, price=5)) for i in range(3)]
+    queued = [actor.ask([SubmitOrder(i, "a", Side.BUY, 1, price=5)]) for i in range(3)]
     await asyncio.sleep(0.01)  # it takes the first and holds it while paused
-    queued.append(actor.submit(SubmitOrder(3, "a", Side.BUY, 1, price=5)))
+    queued.append(actor.ask([SubmitOrder(3, "a", Side.BUY, 1, price=5)]))
     with pytest.raises(OverloadedError):
-        actor.submit(SubmitOrder(99, "a", Side.BUY, 1, price=5))
+        actor.ask([SubmitOrder(99, "a", Side.BUY, 1, price=5)])
     stopping = asyncio.create_task(exchange.stop())
     await asyncio.sleep(0.01)
     with pytest.raises(ShuttingDownError):
-        actor.submit(CancelOrder(1))
+        actor.ask([CancelOrder(1)])
     await stopping
     assert all(future.done() for future in queued)  # drained before the task ended
-    assert actor.engine.open_order_count() == 4
+    assert resting[-1] == 4
     with pytest.raises(UnknownSymbolError):
         exchange.actor("Y")
 
 
-async def test_send_many_waits_for_room_instead_of_refusing() -> None:
+async def test_send_waits_for_room_instead_of_refusing() -> None:
     exchange = Exchange([SPEC], queue_size=1)
     exchange.start()
     actor = exchange.actor("X")
-    results = await asyncio.gather(*(
-        actor.send_many([SubmitOrder(i, "a", Side.BUY, 1, price=5)]) for i in range(20)))
+
+    async def send(order_id: int) -> list[Event]:
+        return await (await actor.send([[SubmitOrder(order_id, "a", Side.BUY, 1, price=5)]]))
+
+    results = await asyncio.gather(*(send(i) for i in range(20)))
     assert len(results) == 20
-    assert actor.engine.open_order_count() == 20
+    assert await actor.query(lambda book: book.open_order_count()) == 20
     await exchange.stop()
 
 
@@ -86,7 +91,7 @@ async def test_a_failing_request_is_logged_answered_and_the_actor_goes_on(
         raise ValueError("boom")
 
     failing = actor.query(broken)
-    fine = actor.submit(SubmitOrder(1, "a", Side.BUY, 1, price=5))
+    fine = actor.ask([SubmitOrder(1, "a", Side.BUY, 1, price=5)])
     with caplog.at_level(logging.ERROR), pytest.raises(InternalError) as caught:
         await failing
     assert caught.value.error_id in caplog.text

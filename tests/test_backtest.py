@@ -11,16 +11,18 @@ import msgspec
 
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
+from lobgw.orders import Fill
 from lobgw.sim.backtest import (
     BacktestEngine,
     BacktestResult,
     BaseStrategy,
     BookView,
-    StrategyFill,
+    MarketMaker,
+    Twap,
+    Vwap,
     run_backtest,
 )
 from lobgw.sim.records import Kind, MarketRecord, lobster_spec, read_lobster
-from lobgw.sim.strategies import MarketMaker, Twap, Vwap
 
 SPEC = InstrumentSpec("T", Decimal(1), Decimal(1))
 BUY, SELL = Side.BUY, Side.SELL
@@ -44,13 +46,13 @@ class OneOrder(BaseStrategy):
     def __init__(self, side: Side, quantity: int, price: int) -> None:
         super().__init__()
         self.order = (side, quantity, price)
-        self.fills_seen: list[StrategyFill] = []
+        self.fills_seen: list[Fill] = []
 
     def on_start(self, view: BookView) -> None:
         side, quantity, price = self.order
         self.place(side, quantity, price)
 
-    def on_fill(self, fill: StrategyFill) -> None:
+    def on_fill(self, fill: Fill) -> None:
         self.fills_seen.append(fill)
 
 

@@ -15,11 +15,11 @@ import aiohttp
 import msgspec
 import websockets
 
+from lobgw.actors.journal import SnapshotFile, read_journal, read_records
+from lobgw.book import BookSnapshot, Engine
 from lobgw.book.commands import CancelOrder, SubmitOrder
-from lobgw.book.engine import BookSnapshot
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.client import ClientError, LobgwClient
-from lobgw.journal import SnapshotFile, read_journal, read_records
 from tests.conftest import ALICE_KEY, BOB_KEY, spawn_server
 from tests.test_serve import CONFIG as SERVE_CONFIG
 from tests.test_serve import free_port, wait_ready
@@ -95,7 +95,8 @@ class Trader:
 
 def expected_state(journal_copy: Path) -> tuple[BookSnapshot, set[int], set[int]]:
     """The book a fresh engine rebuilds from the journal, and the ids it placed and cancelled."""
-    engine, _, batches = read_journal(journal_copy / "BTC-USD", SPEC)
+    snapshot, _, batches = read_journal(journal_copy / "BTC-USD", SPEC)
+    engine = Engine(SPEC) if snapshot is None else Engine.restore(snapshot)
     placed: set[int] = {o.order_id for o in engine.snapshot().bids + engine.snapshot().asks}
     canceled: set[int] = set()
     for batch in batches:

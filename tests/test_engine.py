@@ -7,6 +7,7 @@ from decimal import Decimal
 import msgspec
 import pytest
 
+from lobgw.book import Counters, Engine
 from lobgw.book.commands import (
     AmendOrder,
     AnyCommand,
@@ -15,7 +16,6 @@ from lobgw.book.commands import (
     ReduceOrder,
     SubmitOrder,
 )
-from lobgw.book.engine import Counters, Engine
 from lobgw.book.events import (
     Event,
     OrderAccepted,

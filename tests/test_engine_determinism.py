@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import msgspec
 
+from lobgw.book import BookSnapshot, Engine
 from lobgw.book.commands import AnyCommand
-from lobgw.book.engine import BookSnapshot, Engine
 from lobgw.book.events import AnyEvent, Event
-from lobgw.sim.synthetic import SYNTHETIC_SPEC, synthetic_commands
+from lobgw.book.synthetic import SYNTHETIC_SPEC, synthetic_commands
 
 COMMANDS = synthetic_commands(30_000, seed=11, target_resting=300)
 ENCODER = msgspec.msgpack.Encoder()

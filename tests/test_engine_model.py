@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from lobgw.book import Counters, Engine
 from lobgw.book.commands import (
     AmendOrder,
     AnyCommand,
@@ -26,7 +27,6 @@ from lobgw.book.commands import (
     ReduceOrder,
     SubmitOrder,
 )
-from lobgw.book.engine import Counters, Engine
 from lobgw.book.events import OrderAccepted, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce

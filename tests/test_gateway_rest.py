@@ -302,10 +302,10 @@ async def test_full_queue_is_503_overloaded_with_retry_after(
     actor = gateway.app[EXCHANGE].actor("BTC-USD")
     actor.pause()
     await asyncio.sleep(0.01)
-    futures = [actor.submit(SubmitOrder(9_000 + i, "x", Side.BUY, 1, price=10))
+    futures = [actor.ask([SubmitOrder(9_000 + i, "x", Side.BUY, 1, price=10)])
                for i in range(2)]
     await asyncio.sleep(0.01)  # the paused actor holds the first, the queue has room for 2
-    futures.append(actor.submit(SubmitOrder(9_100, "x", Side.BUY, 1, price=10)))
+    futures.append(actor.ask([SubmitOrder(9_100, "x", Side.BUY, 1, price=10)]))
     status, reply, headers = await gateway.call("POST", "/api/v1/orders", ALICE_KEY, order())
     assert (status, reply["error"]["code"]) == (503, "OVERLOADED")
     assert headers["Retry-After"] == "1"

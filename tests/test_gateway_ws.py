@@ -304,7 +304,7 @@ async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
 
 
 async def test_replay_into_a_running_gateway(gateway: Gateway, tmp_path: Any) -> None:
-    from lobgw.sim.run import replay_into
+    from lobgw.sim.replay import replay_into
 
     flow = tmp_path / "flow.csv"
     flow.write_text("ts,msg_type,side,price,qty,order_id\n"

@@ -9,12 +9,12 @@ import msgspec
 import pytest
 
 from lobgw.actors import Exchange
+from lobgw.actors.journal import HEADER, Journal, read_journal
+from lobgw.book import BookSnapshot, Engine
 from lobgw.book.commands import CancelOrder, SubmitOrder
-from lobgw.book.engine import BookSnapshot, Engine
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
-from lobgw.errors import OverloadedError
-from lobgw.journal import HEADER, Journal, JournalCorruptError, read_journal
+from lobgw.errors import JournalCorruptError, OverloadedError
 
 SPEC = InstrumentSpec("J", Decimal("0.01"), Decimal("1"))
 
@@ -32,8 +32,8 @@ async def run_exchange(directory: Path, batches: list[list[object]], **options: 
     await exchange.recover()
     actor = exchange.actor("J")
     for batch in batches:
-        await actor.send_many(batch)  # type: ignore[arg-type]
-    snapshot = actor.engine.snapshot()
+        await (await actor.send([batch]))  # type: ignore[list-item]
+    snapshot = await actor.query(lambda book: book.snapshot())
     await exchange.stop()
     return snapshot
 
@@ -51,12 +51,18 @@ async def test_commands_survive_a_restart_with_snapshots_and_rotation(tmp_path: 
     assert msgspec.msgpack.encode(after) == msgspec.msgpack.encode(before)
     assert after.seq == before.seq and after.counters == before.counters
     # the journal alone (read only) rebuilds the same book
-    engine, _, tail = read_journal(folder, SPEC)
+    snapshot, _, tail = read_journal(folder, SPEC)
+    engine = rebuilt(snapshot)
     for batch in tail:
         engine.apply_batch(batch)
     assert msgspec.msgpack.encode(engine.snapshot()) == msgspec.msgpack.encode(before)
     # the sell took c1, c2 and part of c4 (c3 was cancelled): FIFO and client ids survive
     assert [(o.client_order_id, o.remaining) for o in after.bids][:2] == [("c4", 3), ("c5", 5)]
+
+
+def rebuilt(snapshot: BookSnapshot | None) -> Engine:
+    """The engine a recovery starts from: the snapshot's book, or an empty one."""
+    return Engine(SPEC) if snapshot is None else Engine.restore(snapshot)
 
 
 def write_records(directory: Path, count: int) -> Path:
@@ -74,7 +80,8 @@ def test_torn_last_record_is_truncated_and_reported(tmp_path: Path) -> None:
     good_size = segment.stat().st_size
     with segment.open("ab") as handle:
         handle.write(HEADER.pack(500, 1234) + b"partial")  # a crash mid-write
-    engine, recovery, tail = Journal(tmp_path, "J").recover(SPEC)
+    snapshot, recovery, tail = Journal(tmp_path, "J").recover(SPEC)
+    engine = rebuilt(snapshot)
     assert recovery.torn_bytes == HEADER.size + len(b"partial")
     assert segment.stat().st_size == good_size  # truncated away
     assert [batch[0].order_id for batch in tail] == [1, 2, 3]
@@ -106,14 +113,14 @@ async def test_full_queue_and_journal_refusals_do_not_reach_the_book(tmp_path: P
     await exchange.recover()
     actor = exchange.actor("J")
     actor.pause()
-    first = actor.submit(order(1))
+    first = actor.ask([order(1)])
     with pytest.raises(OverloadedError):
-        actor.submit(order(2))
-        actor.submit(order(3))
+        actor.ask([order(2)])
+        actor.ask([order(3)])
     actor.resume()
     await first
     await exchange.stop()
-    engine: Engine = Journal(tmp_path, "J").recover(SPEC)[0]
+    engine = rebuilt(Journal(tmp_path, "J").recover(SPEC)[0])
     assert engine.open_order_count() in (1, 2)
 
 

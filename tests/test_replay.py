@@ -25,8 +25,7 @@ from lobgw.sim.records import (
     read_databento,
     read_lobster,
 )
-from lobgw.sim.replay import Pacer
-from lobgw.sim.run import replay_file
+from lobgw.sim.replay import Pacer, replay_file
 from lobgw.sim.translate import Translator
 
 DATA = Path(__file__).parent / "data"

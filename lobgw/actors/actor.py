@@ -1,10 +1,19 @@
 """A symbol actor: one asyncio task that owns one Engine and one bounded command queue.
 
-Nothing else touches the engine, so nothing needs a lock. Callers put requests on the queue
-and get a future back; the task takes everything queued (up to `batch_size`), applies it,
-publishes the batch's events to listeners synchronously (listeners must not block), then
-answers each request. A full queue is refused at once with `OverloadedError`; an exception in
-one request is logged with its context and answered as `InternalError`, and the actor goes on.
+Nothing else touches the engine, so nothing needs a lock. Every request is rows of commands
+(most are one row) with somewhere to send the answer; the task takes everything queued (up
+to `batch_size`), journals it, applies it, publishes the batch's events to listeners
+synchronously (listeners must not block), then answers each request. A full queue is refused
+at once with `OverloadedError`; an exception in one request is logged with its context and
+answered as `InternalError`, and the actor goes on.
+
+Ways in, by what the caller needs:
+
+    submit(commands, reply)   order entry: never waits; `reply` runs inside the actor
+    ask(commands)             the same, answered through a future
+    query(reader)             run a read-only function on the book between batches
+    await send(rows, hook)    in-process producers (replay, backtests, tools): wait for room;
+                              `hook` sees the book after each row
 """
 
 from __future__ import annotations
@@ -16,13 +25,19 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
+from lobgw.actors.journal import Journal, Recovery
 from lobgw.book.commands import AnyCommand
-from lobgw.book.engine import Counters, Engine, OrderView
+from lobgw.book.engine import Engine
 from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
-from lobgw.errors import InternalError, OverloadedError, ShuttingDownError
-from lobgw.journal import Journal, JournalUnavailableError
+from lobgw.book.views import BookSnapshot, Counters, OrderView
+from lobgw.errors import (
+    InternalError,
+    JournalUnavailableError,
+    OverloadedError,
+    ShuttingDownError,
+)
 
 T = TypeVar("T")
 
@@ -30,10 +45,10 @@ log = logging.getLogger("lobgw.actor")
 
 
 class BookReader(Protocol):
-    """The read-only face of an engine that listeners and queries may use."""
+    """The read-only face of a book that listeners, hooks and queries may use."""
 
-    spec: InstrumentSpec
-
+    @property
+    def spec(self) -> InstrumentSpec: ...
     @property
     def seq(self) -> int: ...
     def best_bid(self) -> tuple[int, int] | None: ...
@@ -48,6 +63,7 @@ class BookReader(Protocol):
     def owner(self, order_id: int) -> str | None: ...
     def open_order_count(self) -> int: ...
     def counters(self) -> Counters: ...
+    def snapshot(self) -> BookSnapshot: ...
 
 
 Listener = Callable[[str, list[Event], BookReader], None]
@@ -56,46 +72,45 @@ Listener = Callable[[str, list[Event], BookReader], None]
 LatencyObserver = Callable[[str, float], None]
 """Told each request's seconds from enqueue to its events being published."""
 
-Reply = Callable[[list[Event] | None, BaseException | None], None]
-"""Called inside the actor with a request's events (or its error) instead of a future."""
+Reply = Callable[[Any, BaseException | None], None]
+"""Called inside the actor with a request's answer (or its error)."""
 
 RowHook = Callable[[int, list[Event], BookReader], None]
-"""Called inside the actor after each row of a `submit_rows` request, with that row's events."""
+"""Called inside the actor after each row of a request, with that row's events."""
 
 
 class _Request:
-    """One queue entry: commands to apply (or a query to run) and where the answer goes."""
+    """One queue entry: rows of commands or a query, and where the answer goes."""
 
-    __slots__ = ("after_row", "commands", "enqueued", "future", "query", "recovered", "reply",
-                 "rows")
+    __slots__ = ("after_row", "enqueued", "future", "reader", "recovered", "reply", "rows")
 
     def __init__(
         self,
-        commands: Sequence[AnyCommand],
-        future: asyncio.Future[Any] | None,
-        query: Callable[[BookReader], Any] | None = None,
+        rows: Sequence[Sequence[AnyCommand]],
         reply: Reply | None = None,
-        rows: Sequence[Sequence[AnyCommand]] | None = None,
+        future: asyncio.Future[Any] | None = None,
         after_row: RowHook | None = None,
+        reader: Callable[[BookReader], Any] | None = None,
+        recovered: bool = False,
     ) -> None:
-        self.commands = commands
-        self.future = future
-        self.query = query
-        self.reply = reply
         self.rows = rows
+        self.reply = reply
+        self.future = future
         self.after_row = after_row
-        self.recovered = False
+        self.reader = reader
+        self.recovered = recovered
         """Commands read back from the journal at startup: apply, do not write again."""
         self.enqueued = time.perf_counter()
 
-    def all_commands(self) -> Sequence[AnyCommand]:
+    def commands(self) -> list[AnyCommand]:
         """Every command of the request, rows flattened."""
-        if self.rows is not None:
-            return [command for row in self.rows for command in row]
-        return self.commands
+        rows = self.rows
+        if len(rows) == 1:
+            return list(rows[0])
+        return [command for row in rows for command in row]
 
 
-_STOP = _Request((), None)
+_STOP = _Request(())
 
 
 class SymbolActor:
@@ -103,18 +118,20 @@ class SymbolActor:
 
     def __init__(
         self,
-        engine: Engine,
+        spec: InstrumentSpec,
         *,
         queue_size: int = 16_384,
         batch_size: int = 512,
         observe_latency: LatencyObserver | None = None,
         journal: Journal | None = None,
     ) -> None:
-        self.engine = engine
+        self._engine = Engine(spec)
         self.journal = journal
         self.journal_available = True
-        self.symbol = engine.spec.symbol
+        self.symbol = spec.symbol
         self.batch_size = batch_size
+        self.counters = Counters()
+        """The engine's counters as of the last batch (read between batches, never during)."""
         self._queue: asyncio.Queue[_Request] = asyncio.Queue(maxsize=queue_size)
         self._listeners: list[Listener] = []
         self._observe_latency = observe_latency
@@ -124,6 +141,11 @@ class SymbolActor:
         self._resumed.set()
         self.batches = 0
         self.failures = 0
+
+    @property
+    def spec(self) -> InstrumentSpec:
+        """The instrument this actor trades."""
+        return self._engine.spec
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -169,51 +191,69 @@ class SymbolActor:
         """Publish every batch's events to `listener` (in the order listeners were added)."""
         self._listeners.append(listener)
 
+    def restore(self, snapshot: BookSnapshot) -> None:
+        """Before `start`: replace the book with an identical copy of a snapshot's."""
+        if self._task is not None:
+            raise RuntimeError(f"{self.symbol}: restore before the actor starts")
+        self._engine = Engine.restore(snapshot)
+        self.counters = self._engine.counters()
+
+    async def recover(self, repair: bool = False,
+                      restored: Callable[[BookSnapshot], None] | None = None) -> Recovery:
+        """Rebuild the book from the journal and start: the newest valid snapshot, then the
+        journal tail through the queue (so listeners see the tail's events as the first
+        time). `restored` sees the snapshot before the tail. Raises JournalCorruptError on
+        damage unless `repair`."""
+        journal = self.journal
+        if journal is None:
+            raise RuntimeError(f"{self.symbol} has no journal to recover from")
+        snapshot, recovery, batches = journal.recover(self.spec, repair)
+        if snapshot is not None:
+            self.restore(snapshot)
+            if restored is not None:
+                restored(snapshot)
+        self.start()
+        started = time.perf_counter()
+        future: asyncio.Future[Any] | None = None
+        for commands in batches:
+            future = asyncio.get_running_loop().create_future()
+            await self._queue.put(_Request((commands,), future=future, recovered=True))
+        if future is not None:
+            await future
+        recovery.seconds += time.perf_counter() - started
+        journal.open()
+        # The tail counts towards the next snapshot (so a clean stop snapshots it).
+        journal.commands_since_snapshot = recovery.commands
+        return recovery
+
     # -- requests --------------------------------------------------------------------------
 
-    def submit(self, command: AnyCommand) -> asyncio.Future[list[Event]]:
-        """Queue one command; the future gets its events. Raise OverloadedError if full."""
-        return self._enqueue((command,), None)
+    def submit(self, commands: Sequence[AnyCommand], reply: Reply) -> None:
+        """Queue commands now (or raise OverloadedError / ShuttingDownError); `reply` gets
+        their events inside the actor once they are published. `reply` must not block."""
+        self._put(_Request((commands,), reply=reply))
 
-    def submit_with_reply(self, command: AnyCommand, reply: Reply) -> None:
-        """Queue one command; `reply` is called inside the actor once its events are published.
-
-        Cheaper than a future for callers that answer from a callback anyway (the WebSocket
-        path): no future, no extra trip through the event loop. `reply` must not block.
-        """
-        self._put(_Request((command,), None, None, reply))
-
-    def submit_many(self, commands: Sequence[AnyCommand]) -> asyncio.Future[list[Event]]:
-        """Queue commands to be applied together; the future gets all their events."""
-        return self._enqueue(commands, None)
-
-    def submit_rows(self, rows: Sequence[Sequence[AnyCommand]],
-                    after_row: RowHook) -> asyncio.Future[list[Event]]:
-        """Queue rows of commands; `after_row` sees the book after each row (replay book-out).
-
-        Raise OverloadedError if the queue is full.
-        """
+    def ask(self, commands: Sequence[AnyCommand]) -> asyncio.Future[list[Event]]:
+        """Queue commands now (or raise); the future gets their events."""
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        self._put(_Request((), future, None, None, rows, after_row))
+        self._put(_Request((commands,), future=future))
         return future
 
     def query(self, reader: Callable[[BookReader], T]) -> asyncio.Future[T]:
-        """Run `reader` on the book inside the actor, between batches' events and publishing."""
-        return self._enqueue((), reader)
+        """Run `reader` on the book inside the actor, between batches; the future gets its
+        result. Raise OverloadedError / ShuttingDownError if it cannot be queued."""
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._put(_Request((), future=future, reader=reader))
+        return future
 
-    async def send_many(self, commands: Sequence[AnyCommand]) -> list[Event]:
-        """Queue commands, waiting for room instead of refusing (in-process producers)."""
+    async def send(self, rows: Sequence[Sequence[AnyCommand]],
+                   after_row: RowHook | None = None) -> asyncio.Future[list[Event]]:
+        """Queue rows of commands, waiting for room instead of refusing; return the future
+        of all their events. `after_row` sees the book after each row (inside the actor)."""
         if not self._accepting:
             raise ShuttingDownError(f"{self.symbol} is shutting down")
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Request(commands, future))
-        return await future
-
-    def _enqueue(
-        self, commands: Sequence[AnyCommand], query: Callable[[BookReader], Any] | None
-    ) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._put(_Request(commands, future, query))
+        await self._queue.put(_Request(rows, future=future, after_row=after_row))
         return future
 
     def _put(self, request: _Request) -> None:
@@ -253,13 +293,13 @@ class SymbolActor:
         """
         groups: list[list[_Request]] = [[]]
         for request in batch:
-            if request.query is None and request is not _STOP and not request.recovered:
+            if request.reader is None and request is not _STOP and not request.recovered:
                 groups[-1].append(request)
                 if journal.fsync == "always":
                     groups.append([])
         written: set[int] = set()
         for group in groups:
-            commands = [command for request in group for command in request.all_commands()]
+            commands = [command for request in group for command in request.commands()]
             if not commands:
                 written.update(id(request) for request in group)
                 continue
@@ -270,7 +310,7 @@ class SymbolActor:
                     log.error("%s: %s; refusing orders until the journal can be written",
                               self.symbol, error)
                 self.journal_available = False
-                refused = [r for r in batch if r.query is None and r is not _STOP
+                refused = [r for r in batch if r.reader is None and r is not _STOP
                            and not r.recovered and id(r) not in written]
                 for request in refused:
                     self._answer(request, None, error)
@@ -282,23 +322,12 @@ class SymbolActor:
         return batch
 
     async def _snapshot(self, journal: Journal) -> None:
-        snapshot = self.engine.snapshot()
+        snapshot = self._engine.snapshot()
         try:
             await asyncio.to_thread(journal.write_snapshot, snapshot)
         except OSError:
             log.exception("%s: snapshot failed; the journal keeps everything meanwhile",
                           self.symbol)
-
-    async def replay_recovered(self, batches: list[list[AnyCommand]]) -> int:
-        """Apply a journal tail after a restart, through the listeners, without re-journaling."""
-        events = 0
-        for commands in batches:
-            future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
-            request = _Request(commands, future)
-            request.recovered = True
-            await self._queue.put(request)
-            events += len(await future)
-        return events
 
     def _answer(self, request: _Request, result: Any, error: BaseException | None) -> None:
         if request.reply is not None:
@@ -314,9 +343,9 @@ class SymbolActor:
 
     def _apply(self, batch: list[_Request]) -> bool:
         """Apply one batch, publish it, answer it; return True if the stop sentinel was in it."""
-        engine = self.engine
+        engine = self._engine
         events: list[Event] = []
-        answers: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
+        answers: list[tuple[_Request, Any, BaseException | None]] = []
         stop = False
         for request in batch:
             if request is _STOP:
@@ -324,27 +353,28 @@ class SymbolActor:
                 continue
             start = len(events)
             try:
-                if request.query is not None:
-                    answers.append((request.future, request.query(engine), None))
+                if request.reader is not None:
+                    answers.append((request, request.reader(engine), None))
                     continue
-                if request.rows is not None:
-                    hook = request.after_row
+                hook = request.after_row
+                if hook is None:
+                    for row in request.rows:
+                        engine.apply_batch(row, events)
+                else:
                     for index, row in enumerate(request.rows):
                         row_start = len(events)
                         engine.apply_batch(row, events)
-                        if hook is not None:
-                            hook(index, events[row_start:], engine)
-                else:
-                    engine.apply_batch(request.commands, events)
-                answers.append((request.future, events[start:], None))
+                        hook(index, events[row_start:], engine)
+                answers.append((request, events[start:], None))
             except Exception:  # one bad request must not stop the symbol
                 self.failures += 1
                 error_id = uuid.uuid4().hex[:12]
                 log.exception("actor %s failed on request (error id %s): %r",
-                              self.symbol, error_id, request.commands or request.query)
-                answers.append((request.future, None, InternalError(error_id)))
+                              self.symbol, error_id, request.reader or request.rows)
+                answers.append((request, None, InternalError(error_id)))
         self.batches += 1
         if events:
+            self.counters = engine.counters()
             for listener in self._listeners:
                 try:
                     listener(self.symbol, events, engine)
@@ -352,10 +382,8 @@ class SymbolActor:
                     log.exception("listener %r failed on a batch of %s", listener, self.symbol)
         observe = self._observe_latency
         now = time.perf_counter()
-        for request, (_, result, error) in zip(
-            (r for r in batch if r is not _STOP), answers, strict=True
-        ):
-            if observe is not None and request.query is None:
+        for request, result, error in answers:
+            if observe is not None and request.reader is None:
                 observe(self.symbol, now - request.enqueued)
             self._answer(request, result, error)
         return stop

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import time
 from collections.abc import Callable, Iterable
 
 from lobgw.actors.actor import LatencyObserver, Listener, SymbolActor
-from lobgw.book.commands import AnyCommand
-from lobgw.book.engine import Engine
+from lobgw.actors.journal import Journal, Recovery
 from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.views import BookSnapshot
 from lobgw.errors import UnknownSymbolError
-from lobgw.journal import Journal, Recovery
 
 
 class Exchange:
@@ -34,43 +32,35 @@ class Exchange:
         self.actors: dict[str, SymbolActor] = {}
         for spec in specs:
             self.actors[spec.symbol] = SymbolActor(
-                Engine(spec), queue_size=queue_size, batch_size=batch_size,
+                spec, queue_size=queue_size, batch_size=batch_size,
                 observe_latency=observe_latency,
                 journal=(journals or {}).get(spec.symbol))
         self._order_ids = itertools.count(first_order_id)
         self.recoveries: dict[str, Recovery] = {}
 
+    @property
+    def journaled(self) -> bool:
+        """Whether any symbol keeps a journal (then `recover` starts the exchange)."""
+        return any(actor.journal is not None for actor in self.actors.values())
+
     async def recover(
         self, repair: bool = False,
-        restored: Callable[[str, Engine], None] | None = None,
+        restored: Callable[[str, BookSnapshot], None] | None = None,
     ) -> dict[str, Recovery]:
-        """Rebuild every journaled symbol: its snapshot, then its journal tail through the
-        actor (listeners see the tail's events). `restored(symbol, engine)` runs between the
-        two, so a listener can learn what the snapshot brought back. Call before `start`...
-        it starts the actors itself, and raises JournalCorruptError on damage unless `repair`.
-        """
-        tails: dict[str, list[list[AnyCommand]]] = {}
+        """Rebuild every journaled symbol (its snapshot, then its journal tail through the
+        actor) and start every actor. `restored(symbol, snapshot)` sees each snapshot before
+        its tail, so a listener can learn what the snapshot brought back. Raises
+        JournalCorruptError on damage unless `repair`."""
         max_order_id = 0
         for symbol, actor in self.actors.items():
             if actor.journal is None:
                 continue
-            engine, recovery, batches = actor.journal.recover(actor.engine.spec, repair)
-            actor.engine = engine
+            seen = None if restored is None else (
+                lambda snapshot, symbol=symbol: restored(symbol, snapshot))
+            recovery = await actor.recover(repair, seen)
             self.recoveries[symbol] = recovery
-            tails[symbol] = batches
             max_order_id = max(max_order_id, recovery.max_order_id)
-            if restored is not None:
-                restored(symbol, engine)
         self.start()
-        for symbol, batches in tails.items():
-            actor = self.actors[symbol]
-            started = time.perf_counter()
-            await actor.replay_recovered(batches)
-            self.recoveries[symbol].seconds += time.perf_counter() - started
-            assert actor.journal is not None
-            actor.journal.open()
-            # The tail counts towards the next snapshot (so a clean stop snapshots it).
-            actor.journal.commands_since_snapshot = self.recoveries[symbol].commands
         self._order_ids = itertools.count(max(max_order_id + 1, next(self._order_ids)))
         return self.recoveries
 
@@ -83,7 +73,7 @@ class Exchange:
 
     def spec(self, symbol: str) -> InstrumentSpec:
         """The instrument spec of `symbol`; raise UnknownSymbolError if unknown."""
-        return self.actor(symbol).engine.spec
+        return self.actor(symbol).spec
 
     @property
     def symbols(self) -> list[str]:

@@ -47,6 +47,7 @@ from lobgw.book.events import (
 )
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
+from lobgw.book.views import BookSnapshot, Counters, OrderView
 from lobgw.errors import SnapshotError, UnknownCommandError
 
 # Enum members bound to module names: attribute access on an Enum class is slow in 3.11.
@@ -102,7 +103,7 @@ class BookSide:
 
     def __init__(self, side: Side) -> None:
         self.side = side
-        self.sign = 1 if side is SELL else -1
+        self.sign = side.sign
         self.heap: list[int] = []
         self.best = EMPTY
         self.count = 0
@@ -139,41 +140,6 @@ class BookSide:
         if limit is None:
             return sorted(keys)
         return heapq.nsmallest(limit, keys)
-
-
-class OrderView(msgspec.Struct, frozen=True, gc=False):
-    """A copy of a resting order, as queries and snapshots expose it."""
-
-    order_id: int
-    account: str
-    side: Side
-    price: int
-    quantity: int
-    remaining: int
-    timestamp: int
-    post_only: bool = False
-    stp: SelfTradePrevention = CANCEL_TAKER
-    client_order_id: str | None = None
-
-
-class Counters(msgspec.Struct, frozen=True, gc=False):
-    """Running totals since the book was created (restored with snapshots)."""
-
-    messages: int = 0
-    orders: int = 0
-    rejections: int = 0
-    trades: int = 0
-    volume: int = 0
-
-
-class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
-    """Everything needed to rebuild an identical book: orders in priority order per side."""
-
-    spec: InstrumentSpec
-    seq: int
-    counters: Counters
-    bids: list[OrderView]
-    asks: list[OrderView]
 
 
 class Engine:
@@ -305,7 +271,7 @@ class Engine:
                     order = orders.pop(order_id, None)
                     if order is not None:
                         resting: int = order.price  # type: ignore[assignment]  # a limit price
-                        where = resting if order.side is SELL else -resting
+                        where = resting * order.side.sign
                         at = levels[where]
                         queue = at.orders
                         remaining = queue.pop(order_id)
@@ -329,7 +295,7 @@ class Engine:
                             and new_quantity <= order.quantity
                             and (floorless or min_lots <= new_quantity)):
                         resting = order.price  # type: ignore[assignment]
-                        at = levels[resting if order.side is SELL else -resting]
+                        at = levels[resting * order.side.sign]
                         queue = at.orders
                         remaining = queue[order_id]
                         left = new_quantity - order.quantity + remaining
@@ -595,7 +561,7 @@ class Engine:
         del self._orders[order.order_id]
         price = order.price
         assert price is not None
-        key = price if order.side is SELL else -price
+        key = price * order.side.sign
         level = self._levels[key]
         queue = level.orders
         remaining = queue.pop(order.order_id)
@@ -616,25 +582,12 @@ class Engine:
                                     order.price, remaining, reason))
 
     def _cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
-        order_id = cmd.order_id
-        order = self._orders.pop(order_id, None)
+        order = self._orders.get(cmd.order_id)
         if order is None:
-            return self._reject(order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp, events)
-        # _unlink, inlined: cancels are a third of all traffic.
-        price: int = order.price  # type: ignore[assignment]  # resting orders have a price
-        key = price if order.side is SELL else -price
-        level = self._levels[key]
-        queue = level.orders
-        remaining = queue.pop(order_id)
-        if queue:
-            level.size -= remaining
-        else:
-            del self._levels[key]
-            (self._bids if key < 0 else self._asks).removed(key, self._levels)
+            return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp,
+                                events)
         self._cancels += 1
-        self._seq = seq = self._seq + 1
-        events.append(OrderCanceled(seq, cmd.timestamp, order_id, order.account, order.side,
-                                    price, remaining, CANCELED))
+        self._cancel_resting(order, CANCELED, cmd.timestamp, events)
 
     def _amend(self, cmd: AmendOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
@@ -694,7 +647,7 @@ class Engine:
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
         price = order.price
         assert price is not None
-        level = self._levels[price if order.side is SELL else -price]
+        level = self._levels[price * order.side.sign]
         remaining = level.orders[order.order_id]
         fill = min(cmd.quantity, remaining)
         if fill == remaining:
@@ -717,7 +670,7 @@ class Engine:
         self._amends += 1
         price = order.price
         assert price is not None
-        level = self._levels[price if order.side is SELL else -price]
+        level = self._levels[price * order.side.sign]
         remaining = level.orders[order.order_id]
         if cmd.quantity >= remaining:
             self._cancel_resting(order, CANCELED, ts, events)
@@ -773,12 +726,12 @@ class Engine:
 
     def level_size(self, side: Side, price: int) -> int:
         """Total remaining size resting at `price` on `side` (0 when there is no level)."""
-        level = self._levels.get(price if side is SELL else -price)
+        level = self._levels.get(price * side.sign)
         return 0 if level is None else level.size
 
     def level_orders(self, side: Side, price: int) -> list[OrderView]:
         """L3: the orders at one price level, in queue (time priority) order."""
-        level = self._levels.get(price if side is SELL else -price)
+        level = self._levels.get(price * side.sign)
         if level is None:
             return []
         return [_view(self._orders[order_id], remaining)
@@ -791,7 +744,7 @@ class Engine:
             return None
         price = order.price
         assert price is not None
-        return _view(order, self._levels[price if order.side is SELL else -price]
+        return _view(order, self._levels[price * order.side.sign]
                      .orders[order_id])
 
     def owner(self, order_id: int) -> str | None:

@@ -13,8 +13,7 @@ from typing import Annotated
 
 import msgspec
 
-from lobgw.book.types import Reason
-from lobgw.errors import InputError
+from lobgw.errors import ErrorCode, InputError
 
 PositiveDecimal = Annotated[Decimal, msgspec.Meta(description="a positive decimal, as a string")]
 
@@ -78,12 +77,13 @@ class InstrumentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def price_to_ticks(self, price: Decimal, field: str = "price") -> int:
         """Convert a decimal price to ticks, refusing prices off the tick grid or not positive."""
-        return _to_units(price, self.tick_size, field, Reason.INVALID_PRICE, Reason.PRICE_OFF_TICK)
+        return _to_units(price, self.tick_size, field, ErrorCode.INVALID_PRICE,
+                         ErrorCode.PRICE_OFF_TICK)
 
     def quantity_to_lots(self, quantity: Decimal, field: str = "quantity") -> int:
         """Convert a decimal quantity to lots, refusing quantities off the lot grid or <= 0."""
         return _to_units(
-            quantity, self.lot_size, field, Reason.INVALID_QUANTITY, Reason.QUANTITY_OFF_LOT
+            quantity, self.lot_size, field, ErrorCode.INVALID_QUANTITY, ErrorCode.QUANTITY_OFF_LOT
         )
 
     def ticks_to_price(self, ticks: int) -> Decimal:
@@ -159,15 +159,16 @@ UNBOUNDED = 1 << 62
 """A bound that no real price in ticks or quantity in lots reaches."""
 
 
-def _to_units(value: Decimal, unit: Decimal, field: str, invalid: Reason, off_grid: Reason) -> int:
+def _to_units(value: Decimal, unit: Decimal, field: str, invalid: ErrorCode,
+              off_grid: ErrorCode) -> int:
     if not value.is_finite() or value <= 0:
-        raise InputError(invalid.value, field, "must be a finite number greater than zero")
+        raise InputError(invalid, field, "must be a finite number greater than zero")
     if value.adjusted() - unit.adjusted() > 18:  # more units than an int64 holds
-        raise InputError(invalid.value, field, f"{value} is too large")
+        raise InputError(invalid, field, f"{value} is too large")
     units, remainder = divmod(value, unit)
     if remainder:
-        raise InputError(off_grid.value, field, f"{value} is not a multiple of {unit}")
+        raise InputError(off_grid, field, f"{value} is not a multiple of {unit}")
     whole = int(units)
     if whole >= UNBOUNDED:
-        raise InputError(invalid.value, field, f"{value} is too large")
+        raise InputError(invalid, field, f"{value} is too large")
     return whole

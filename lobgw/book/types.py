@@ -9,10 +9,20 @@ import enum
 
 
 class Side(enum.Enum):
-    """Which side of the book an order rests on or takes from."""
+    """Which side of the book an order rests on or takes from.
+
+    `sign` orders a side's prices so that "better" is always "smaller": an order's level key
+    in the engine is `price * side.sign` (asks by price, bids by minus the price). A plain
+    member attribute, not a property: it is read on every command.
+    """
 
     BUY = "BUY"
     SELL = "SELL"
+
+    sign: int
+
+    def __init__(self, value: str) -> None:
+        self.sign = 1 if value == "SELL" else -1
 
     @property
     def opposite(self) -> Side:
@@ -46,20 +56,18 @@ class SelfTradePrevention(enum.Enum):
 
 
 class Reason(enum.Enum):
-    """Stable machine-readable reason codes carried by rejections, cancels and expiries."""
+    """Why the engine refused a command, cancelled an order or ended an incoming one.
+
+    Only what the engine emits: codes for input refused at the edge (off-tick prices, a
+    missing price, ...) are in `lobgw.errors.ErrorCode`, which repeats the rejection reasons
+    with the same text, so `ErrorCode(reason.value)` is the client-facing code.
+    """
 
     # rejections of a new order (the book is unchanged)
     DUPLICATE_ORDER_ID = "DUPLICATE_ORDER_ID"
-    INVALID_QUANTITY = "INVALID_QUANTITY"
     QUANTITY_BELOW_MINIMUM = "QUANTITY_BELOW_MINIMUM"
     QUANTITY_ABOVE_MAXIMUM = "QUANTITY_ABOVE_MAXIMUM"
-    INVALID_PRICE = "INVALID_PRICE"
-    MISSING_PRICE = "MISSING_PRICE"
-    PRICE_NOT_ALLOWED = "PRICE_NOT_ALLOWED"
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
-    PRICE_OFF_TICK = "PRICE_OFF_TICK"
-    QUANTITY_OFF_LOT = "QUANTITY_OFF_LOT"
-    POST_ONLY_NOT_ALLOWED = "POST_ONLY_NOT_ALLOWED"
     POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
     FOK_NOT_FILLED = "FOK_NOT_FILLED"
     # rejections of cancel / amend / replay commands
@@ -72,3 +80,12 @@ class Reason(enum.Enum):
     # expiry of an incoming order's unfilled remainder
     INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"
     IOC_REMAINDER = "IOC_REMAINDER"
+
+    __hash__ = object.__hash__
+
+
+REJECTIONS = frozenset({
+    Reason.DUPLICATE_ORDER_ID, Reason.QUANTITY_BELOW_MINIMUM, Reason.QUANTITY_ABOVE_MAXIMUM,
+    Reason.PRICE_OUT_OF_BAND, Reason.POST_ONLY_WOULD_TAKE, Reason.FOK_NOT_FILLED,
+    Reason.ORDER_NOT_FOUND, Reason.STP})
+"""The reasons an `OrderRejected` can carry."""

@@ -1,9 +1,11 @@
-"""Error codes, WebSocket close codes, and the one place that maps failures to them.
+"""The one error table: every code's HTTP status and default text, WebSocket close codes,
+and the one function that maps any failure to a refusal.
 
-Every refusal a client sees is `{code, field, reason}` with a code from `ErrorCode` (or an
-engine `Reason` for business rejections). `describe` turns any exception into an HTTP status
-and such a body; unexpected exceptions become `INTERNAL_ERROR` with an opaque id that also
-appears in the log, never a traceback.
+Every refusal a client sees, over REST or WebSocket, is `{code, field, reason}` (plus the
+order's state when the engine refused an order or a change), with a code from
+`lobgw.errors.ErrorCode`. `describe` turns any exception into an `ApiError`; unexpected
+exceptions become `INTERNAL_ERROR` with an opaque id that also appears in the log, never a
+traceback.
 """
 
 from __future__ import annotations
@@ -14,43 +16,73 @@ import re
 import uuid
 
 import msgspec
+from aiohttp import web
 
 from lobgw.book.types import Reason
 from lobgw.errors import (
+    ErrorCode,
     InputError,
     InternalError,
+    JournalUnavailableError,
+    LobgwError,
     OverloadedError,
     ShuttingDownError,
     UnknownSymbolError,
 )
-from lobgw.gateway.wire import ErrorBody
-from lobgw.journal import JournalUnavailableError
+from lobgw.gateway.wire import ErrorBody, ErrorMessage, ErrorResponse, OrderInfo, RequestId
 
 log = logging.getLogger("lobgw.gateway")
 
+E = ErrorCode
+ERRORS: dict[ErrorCode, tuple[int, str]] = {
+    # the request itself
+    E.MALFORMED_JSON: (400, "the body is not valid JSON"),
+    E.MISSING_FIELD: (400, "this field is required"),
+    E.UNKNOWN_FIELD: (400, "this field is not part of the message"),
+    E.INVALID_TYPE: (400, "this field has the wrong type"),
+    E.INVALID_VALUE: (400, "this value is not allowed here"),
+    E.OUT_OF_RANGE: (400, "this value is out of range"),
+    E.REQUEST_TOO_LARGE: (413, "the request is too large"),
+    E.UNSUPPORTED_MESSAGE: (400, "send JSON text frames"),
+    # an order's fields against the symbol's rules
+    E.INVALID_QUANTITY: (400, "the quantity must be a finite number greater than zero"),
+    E.INVALID_PRICE: (400, "the price must be a finite number greater than zero"),
+    E.PRICE_OFF_TICK: (400, "the price is not a multiple of the tick size"),
+    E.QUANTITY_OFF_LOT: (400, "the quantity is not a multiple of the lot size"),
+    E.MISSING_PRICE: (400, "a limit order needs a price"),
+    E.PRICE_NOT_ALLOWED: (400, "a market order takes no price"),
+    E.POST_ONLY_NOT_ALLOWED: (400, "post-only orders must be GTC limit orders"),
+    # who asks, and how often
+    E.UNAUTHORIZED: (401, "a valid X-API-Key header is required"),
+    E.RATE_LIMITED: (429, "too many requests"),
+    # what the request names
+    E.NOT_FOUND: (404, "not found"),
+    E.METHOD_NOT_ALLOWED: (405, "method not allowed"),
+    E.UNKNOWN_SYMBOL: (400, "no such symbol is traded here"),
+    E.ORDER_NOT_FOUND: (404, "no open order of this account has that id"),
+    E.DUPLICATE_CLIENT_ORDER_ID: (
+        409, "an open order of this account already uses this client order id"),
+    # the engine said no: the request was valid, the market refused it
+    E.DUPLICATE_ORDER_ID: (409, "the order id is already in use"),
+    E.QUANTITY_BELOW_MINIMUM: (422, "the quantity is below the symbol's minimum"),
+    E.QUANTITY_ABOVE_MAXIMUM: (422, "the quantity is above the symbol's maximum"),
+    E.PRICE_OUT_OF_BAND: (422, "the price is outside the symbol's price band"),
+    E.POST_ONLY_WOULD_TAKE: (422, "the post-only order would have traded on arrival"),
+    E.FOK_NOT_FILLED: (422, "the fill-or-kill order could not fill completely at once"),
+    E.STP: (422, "the order would have traded with the same account"),
+    # the runtime
+    E.OVERLOADED: (503, "the symbol's queue is full; retry shortly"),
+    E.JOURNAL_UNAVAILABLE: (503, "the symbol's journal cannot be written; no order is "
+                                 "accepted until it can"),
+    E.SHUTTING_DOWN: (503, "the gateway is shutting down"),
+    E.INTERNAL_ERROR: (500, "internal error"),
+}
+"""Every `ErrorCode`: (HTTP status, default reason). The WebSocket sends the same body."""
 
-class ErrorCode(enum.Enum):
-    """Stable codes for refusals that are not engine rejections."""
+RETRY_AFTER = 1
+"""Seconds a client should wait after OVERLOADED, JOURNAL_UNAVAILABLE or SHUTTING_DOWN."""
 
-    MALFORMED_JSON = "MALFORMED_JSON"
-    MISSING_FIELD = "MISSING_FIELD"
-    UNKNOWN_FIELD = "UNKNOWN_FIELD"
-    INVALID_TYPE = "INVALID_TYPE"
-    INVALID_VALUE = "INVALID_VALUE"
-    OUT_OF_RANGE = "OUT_OF_RANGE"
-    UNKNOWN_SYMBOL = "UNKNOWN_SYMBOL"
-    UNAUTHORIZED = "UNAUTHORIZED"
-    RATE_LIMITED = "RATE_LIMITED"
-    OVERLOADED = "OVERLOADED"
-    JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
-    SHUTTING_DOWN = "SHUTTING_DOWN"
-    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
-    DUPLICATE_CLIENT_ORDER_ID = "DUPLICATE_CLIENT_ORDER_ID"
-    REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
-    NOT_FOUND = "NOT_FOUND"
-    METHOD_NOT_ALLOWED = "METHOD_NOT_ALLOWED"
-    UNSUPPORTED_MESSAGE = "UNSUPPORTED_MESSAGE"
-    INTERNAL_ERROR = "INTERNAL_ERROR"
+_HTTP_STATUS_CODES = {404: E.NOT_FOUND, 405: E.METHOD_NOT_ALLOWED, 413: E.REQUEST_TOO_LARGE}
 
 
 class CloseCode(enum.IntEnum):
@@ -64,48 +96,42 @@ class CloseCode(enum.IntEnum):
     SLOW_CONSUMER = 4008
 
 
-# An engine rejection is 422 (the request was valid, the market said no), except these.
-REJECTION_STATUS = {
-    Reason.ORDER_NOT_FOUND.value: 404,
-    Reason.DUPLICATE_ORDER_ID.value: 409,
-}
+class ApiError(LobgwError):
+    """A refusal as the gateway answers it: a code, the field at fault, a reason.
 
-_STATUS = {
-    ErrorCode.UNKNOWN_SYMBOL: 400,
-    ErrorCode.UNAUTHORIZED: 401,
-    ErrorCode.ORDER_NOT_FOUND: 404,
-    ErrorCode.NOT_FOUND: 404,
-    ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.DUPLICATE_CLIENT_ORDER_ID: 409,
-    ErrorCode.REQUEST_TOO_LARGE: 413,
-    ErrorCode.RATE_LIMITED: 429,
-    ErrorCode.INTERNAL_ERROR: 500,
-    ErrorCode.OVERLOADED: 503,
-    ErrorCode.JOURNAL_UNAVAILABLE: 503,
-    ErrorCode.SHUTTING_DOWN: 503,
-}
+    `order` is the order's state when the engine refused an order or a change of one.
+    """
 
-RETRY_AFTER_OVERLOADED = 1
-
-
-class ApiError(Exception):
-    """A refusal with a code, raised by handlers and mapped by `describe`."""
-
-    def __init__(self, code: ErrorCode | str, reason: str, field: str | None = None,
-                 retry_after: float | None = None, error_id: str | None = None) -> None:
-        super().__init__(reason)
-        self.code = code.value if isinstance(code, ErrorCode) else code
-        self.reason = reason
+    def __init__(self, code: ErrorCode, reason: str | None = None, field: str | None = None,
+                 *, retry_after: float | None = None, error_id: str | None = None,
+                 order: OrderInfo | None = None) -> None:
+        status, default = ERRORS[code]
+        super().__init__(reason or default)
+        self.code = code
+        self.status = status
+        self.reason = reason or default
         self.field = field
         self.retry_after = retry_after
         self.error_id = error_id
-        self.status = _STATUS.get(code, 400) if isinstance(code, ErrorCode) else 400
-        """The HTTP status: 400 for bad input unless the code says otherwise."""
+        self.order = order
 
     def body(self) -> ErrorBody:
-        """The wire form, with the error id when there is one."""
+        """The `{code, field, reason}` part, with the error id when there is one."""
         return ErrorBody(code=self.code, reason=self.reason, field=self.field,
                          error_id=self.error_id)
+
+    def response(self) -> ErrorResponse:
+        """The REST body."""
+        return ErrorResponse(error=self.body(), order=self.order)
+
+    def message(self, request_id: RequestId) -> ErrorMessage:
+        """The WebSocket reply to request `request_id`."""
+        return ErrorMessage(id=request_id, error=self.body(), order=self.order)
+
+
+def rejected(reason: Reason, order: OrderInfo, text: str | None = None) -> ApiError:
+    """The engine refused an order or a change of one; `order` is its state after that."""
+    return ApiError(ErrorCode(reason.value), text, order=order)
 
 
 def describe(error: BaseException) -> ApiError:
@@ -116,27 +142,27 @@ def describe(error: BaseException) -> ApiError:
         case msgspec.ValidationError():
             return from_validation_error(error)
         case msgspec.DecodeError():
-            return ApiError(ErrorCode.MALFORMED_JSON, f"the body is not valid JSON: {error}")
+            return ApiError(E.MALFORMED_JSON, f"the body is not valid JSON: {error}")
         case InputError():
             return ApiError(error.code, error.reason, error.field)
         case UnknownSymbolError():
-            return ApiError(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {error.symbol!r}",
-                            "symbol")
+            # a symbol in the path is a resource that does not exist; in a body, a bad value
+            return ApiError(E.NOT_FOUND if error.resource else E.UNKNOWN_SYMBOL,
+                            f"unknown symbol {error.symbol!r}", "symbol")
         case OverloadedError():
-            return ApiError(ErrorCode.OVERLOADED, "the symbol's queue is full; retry shortly",
-                            retry_after=RETRY_AFTER_OVERLOADED)
+            return ApiError(E.OVERLOADED, retry_after=RETRY_AFTER)
         case JournalUnavailableError():
-            return ApiError(ErrorCode.JOURNAL_UNAVAILABLE,
-                            "the symbol's journal cannot be written; no order is accepted "
-                            "until it can", retry_after=RETRY_AFTER_OVERLOADED)
+            return ApiError(E.JOURNAL_UNAVAILABLE, retry_after=RETRY_AFTER)
         case ShuttingDownError():
-            return ApiError(ErrorCode.SHUTTING_DOWN, "the gateway is shutting down",
-                            retry_after=RETRY_AFTER_OVERLOADED)
+            return ApiError(E.SHUTTING_DOWN, retry_after=RETRY_AFTER)
         case InternalError():
-            return ApiError(ErrorCode.INTERNAL_ERROR, "internal error", error_id=error.error_id)
+            return ApiError(E.INTERNAL_ERROR, error_id=error.error_id)
+        case web.HTTPException() if error.status >= 400:
+            code = _HTTP_STATUS_CODES.get(error.status, E.INVALID_VALUE)
+            return ApiError(code, error.reason or None)
     error_id = uuid.uuid4().hex[:12]
     log.error("unexpected error (error id %s)", error_id, exc_info=error)
-    return ApiError(ErrorCode.INTERNAL_ERROR, "internal error", error_id=error_id)
+    return ApiError(E.INTERNAL_ERROR, error_id=error_id)
 
 
 _AT = re.compile(r"^(?P<reason>.*) - at `\$(?P<path>[^`]*)`$")
@@ -153,16 +179,14 @@ def from_validation_error(error: msgspec.ValidationError) -> ApiError:
         message, path = match["reason"], match["path"]
     field = _dotted(path)
     if missing := _MISSING.match(message):
-        return ApiError(ErrorCode.MISSING_FIELD, "this field is required",
-                        _join(field, missing["name"]))
+        return ApiError(E.MISSING_FIELD, None, _join(field, missing["name"]))
     if unknown := _UNKNOWN.match(message):
-        return ApiError(ErrorCode.UNKNOWN_FIELD, "this field is not part of the message",
-                        _join(field, unknown["name"]))
+        return ApiError(E.UNKNOWN_FIELD, None, _join(field, unknown["name"]))
     if message.startswith("Expected `") and ", got `" in message:
-        return ApiError(ErrorCode.INVALID_TYPE, message, field or None)
+        return ApiError(E.INVALID_TYPE, message, field or None)
     if message.startswith("Expected `") and any(op in message for op in ("<", ">")):
-        return ApiError(ErrorCode.OUT_OF_RANGE, message, field or None)
-    return ApiError(ErrorCode.INVALID_VALUE, message, field or None)
+        return ApiError(E.OUT_OF_RANGE, message, field or None)
+    return ApiError(E.INVALID_VALUE, message, field or None)
 
 
 def _dotted(path: str) -> str:

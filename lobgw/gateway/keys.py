@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,3 +39,5 @@ KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
 IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
 STATE = web.AppKey("state", GatewayState)
 FLUSHER = web.AppKey("flusher", Flusher)
+OPENAPI = web.AppKey[Callable[[], dict[str, Any]]]("openapi")
+"""Builds (once) the OpenAPI document of the route table."""

@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from aioprometheus.collectors import Counter, Gauge, Histogram, Registry
+from aioprometheus.histogram import Histogram as HistogramValue
 from aioprometheus.renderer import render
 
 from lobgw.actors import BookReader, Exchange
+from lobgw.actors.journal import FSYNC_BUCKETS, SNAPSHOT_BUCKETS
 from lobgw.book.events import Event, OrderRejected
 from lobgw.histogram import FastHistogram
-from lobgw.journal import FSYNC_BUCKETS, SNAPSHOT_BUCKETS
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    1.0)
@@ -89,7 +90,7 @@ class Metrics:
         self.ws_messages_dropped.set({}, self.messages_dropped)
         self.ws_slow_disconnects.set({}, self.slow_disconnects)
         for symbol, histogram in self._latency.items():
-            self.command_latency.set_value({"symbol": symbol}, histogram.export())
+            self.command_latency.set_value({"symbol": symbol}, export(histogram))
 
     def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
         """Actor listener: count rejections by reason."""
@@ -99,7 +100,8 @@ class Metrics:
                                           "reason": event.reason.value})
 
     def watch_exchange(self, exchange: Exchange) -> None:
-        """Read engine counters and queue depths at every scrape."""
+        """Read the actors' counters (as of their last batch) and queue depths at every
+        scrape."""
         def collect() -> None:
             for symbol, actor in exchange.actors.items():
                 labels = {"symbol": symbol}
@@ -108,13 +110,13 @@ class Metrics:
                     self.journal_bytes.set(labels, journal.bytes_written)
                     self.journal_records.set(labels, journal.records_written)
                     self.journal_available.set(labels, int(actor.journal_available))
-                    self.fsync_latency.set_value(labels, journal.fsync_seconds.export())
-                    self.snapshot_duration.set_value(labels, journal.snapshot_seconds.export())
+                    self.fsync_latency.set_value(labels, export(journal.fsync_seconds))
+                    self.snapshot_duration.set_value(labels, export(journal.snapshot_seconds))
                 recovery = exchange.recoveries.get(symbol)
                 if recovery is not None:
                     self.recovery_seconds.set(labels, recovery.seconds)
                     self.recovery_records.set(labels, recovery.records)
-                counters = actor.engine.counters()
+                counters = actor.counters
                 self.orders_received.set(labels, self.received.get(symbol, 0))
                 self.orders_accepted.set(labels, counters.orders)
                 self.trades.set(labels, counters.trades)
@@ -132,3 +134,15 @@ class Metrics:
             collect()
         self._collect_tallies()
         return render(self.registry, list(accepts))
+
+
+def export(histogram: FastHistogram) -> HistogramValue:
+    """A FastHistogram as the cumulative aioprometheus histogram value."""
+    value = HistogramValue(*histogram.bounds)
+    total = 0
+    for bound, cumulative in histogram.cumulative():
+        value.buckets[bound] = cumulative
+        total = cumulative
+    value.observations = total
+    value.sum = histogram.total
+    return value

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 
 from lobgw import __version__
-from lobgw.gateway.app import Route
+from lobgw.gateway.routes import Route
 from lobgw.gateway.wire import ErrorResponse
 
 REF = "#/components/schemas/{name}"
@@ -19,7 +20,7 @@ _DESCRIPTIONS = {
 }
 
 
-def openapi_document(routes: list[Route]) -> dict[str, Any]:
+def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
     """Build the document for `routes`."""
     types: list[Any] = [ErrorResponse]
     for route in routes:

@@ -1,5 +1,9 @@
 """Run the gateway: `lobgw serve`. uvloop when available; SIGINT/SIGTERM shut down cleanly
-(stop accepting, close WebSockets with 1001, drain the actors) and the process exits 0."""
+(stop accepting, close WebSockets with 1001, drain the actors) and the process exits 0.
+
+Exit codes: 0 after a clean shutdown, 2 when the listening address cannot be used (said in
+one line, before any journal is read), 3 when the journal is corrupt or unreadable.
+"""
 
 from __future__ import annotations
 
@@ -7,21 +11,44 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 from collections.abc import Coroutine
 from typing import Any
 
 from aiohttp import web
 
 from lobgw.config import Config
+from lobgw.errors import JournalCorruptError
 from lobgw.gateway.app import create_app
-from lobgw.journal import JournalCorruptError
 
 log = logging.getLogger("lobgw.server")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind the listening socket (raise OSError when the address cannot be used)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(1024)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
 
 
 async def serve(config: Config, ready: asyncio.Event | None = None,
                 repair: bool = False) -> int:
     """Serve until SIGINT or SIGTERM, then shut down in order; return the exit code."""
+    try:
+        sock = listen(config.server.host, config.server.port)
+    except OSError as error:
+        log.error("cannot listen on %s:%s: %s", config.server.host, config.server.port,
+                  error.strerror or error)
+        return 2
     app = create_app(config, repair)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=config.server.shutdown_timeout)
@@ -30,12 +57,14 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
     except JournalCorruptError as error:
         log.error("cannot start: journal corrupt: %s", error)
         await runner.cleanup()
+        sock.close()
         return 3
     except OSError as error:
         log.error("cannot start: %s", error)
         await runner.cleanup()
+        sock.close()
         return 3
-    site = web.TCPSite(runner, config.server.host, config.server.port, reuse_address=True)
+    site = web.SockSite(runner, sock)
     await site.start()
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes (shorter pauses under load).

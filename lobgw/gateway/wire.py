@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from lobgw.book.lifecycle import OrderStatus
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
+from lobgw.errors import ErrorCode
+from lobgw.orders import ExecutionKind, Liquidity, OrderStatus
 
 OrderId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
@@ -52,13 +53,13 @@ class AmendBody(Wire):
     price: Decimal | None = None
 
 
-class Fill(Wire):
-    """One trade of an order, from that order's point of view."""
+class FillInfo(Wire):
+    """One trade of an order, from that order's point of view (`lobgw.orders.Fill`)."""
 
     trade_seq: int
     price: str
     quantity: str
-    liquidity: Literal["MAKER", "TAKER"]
+    liquidity: Liquidity
     timestamp: int
 
 
@@ -89,7 +90,7 @@ class OrderAck(Wire):
     """The answer to place / cancel / amend: the order after the command, and its new fills."""
 
     order: OrderInfo
-    fills: list[Fill] = msgspec.field(default_factory=list)
+    fills: list[FillInfo] = msgspec.field(default_factory=list)
 
 
 class CancelAllResult(Wire):
@@ -166,7 +167,7 @@ class HealthResponse(Wire):
 class ErrorBody(Wire, omit_defaults=True):
     """A refusal: a stable machine-readable code, the field at fault (or null), a reason."""
 
-    code: str
+    code: ErrorCode
     reason: str
     field: str | None
     error_id: str | None = None
@@ -354,9 +355,9 @@ class ExecutionMessage(WsMessage, tag="execution"):
 
     symbol: str
     seq: int
-    event: Literal["accepted", "rejected", "fill", "canceled", "amended", "expired"]
+    event: ExecutionKind
     order: OrderInfo
-    fill: Fill | None = None
+    fill: FillInfo | None = None
 
 
 CHECKSUM_LEVELS = 10

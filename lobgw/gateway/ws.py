@@ -1,9 +1,10 @@
 """The raw WebSocket endpoint `/ws`: order entry, execution reports and market data.
 
 Each connection has one reader (this handler) and an outbox that the event loop flushes in
-batches (lobgw.gateway.outbox). Order requests are validated and enqueued synchronously; the
-reply is queued when the actor answers (a callback inside the actor), so a client may
-pipeline requests and the replies keep their order. See docs/api.md for the protocol.
+batches (lobgw.gateway.outbox). Every op is answered the same way: order requests are
+validated and enqueued synchronously, and the service's answer callback queues the reply
+when the actor has answered (inside the actor's turn), so a client may pipeline requests
+and the replies keep their order. See docs/api.md for the protocol.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -19,7 +19,8 @@ from aiohttp import WSMsgType, web
 
 from lobgw.book.commands import CancelOrder
 from lobgw.book.events import Event
-from lobgw.gateway.errors import ApiError, CloseCode, ErrorCode, describe
+from lobgw.errors import ErrorCode
+from lobgw.gateway.errors import ApiError, CloseCode, describe
 from lobgw.gateway.keys import (
     ACCOUNTS,
     CONFIG,
@@ -34,7 +35,7 @@ from lobgw.gateway.keys import (
     STATE,
 )
 from lobgw.gateway.marketdata import BOOK_DEPTHS
-from lobgw.gateway.orders import RejectedError, TrackedOrder
+from lobgw.gateway.orders import Answer
 from lobgw.gateway.outbox import Outbox, encode_frame
 from lobgw.gateway.wire import (
     AckMessage,
@@ -44,8 +45,6 @@ from lobgw.gateway.wire import (
     AuthOp,
     CancelAllOp,
     CancelOp,
-    ErrorMessage,
-    OrderAck,
     PingOp,
     PlaceOp,
     PongMessage,
@@ -99,9 +98,7 @@ class Connection:
 
     def error(self, request_id: RequestId, error: BaseException) -> None:
         """Queue an error reply for `error`."""
-        api = describe(error)
-        order = api.ack.order if isinstance(api, RejectedError) else None
-        self.send(ErrorMessage(id=request_id, error=api.body(), order=order))
+        self.send(describe(error).message(request_id))
 
     def _overflowed(self, outbox: Outbox) -> None:
         # Often called inside an actor's turn: never block, close from a task.
@@ -157,25 +154,21 @@ class Connection:
         """Act on one decoded request."""
         match request:
             case PlaceOp():
-                tracked = self.service.place_with_reply(
-                    self._account(), request.order, self._answerer(request.id, "place"))
-                self.placed.add(tracked.order_id)
+                order = self.service.place(self._account(), request.order,
+                                           self._answer(request.id, "place"))
+                self.placed.add(order.order_id)
                 if len(self.placed) > 10_000:
                     self._prune_placed()
             case CancelOp():
-                self.service.cancel_with_reply(
-                    self._account(), request.order_id, request.client_order_id,
-                    self._answerer(request.id, "cancel"))
+                self.service.cancel(self._account(), request.order_id, request.client_order_id,
+                                    self._answer(request.id, "cancel"))
             case AmendOp():
-                order, future = self.service.start_amend(
-                    self._account(), request.order_id, request.client_order_id,
-                    AmendBody(quantity=request.quantity, price=request.price))
-                self._reply_when_done(request.id, "amend", future, self._changed(order))
+                self.service.amend(self._account(), request.order_id, request.client_order_id,
+                                   AmendBody(quantity=request.quantity, price=request.price),
+                                   self._answer(request.id, "amend"))
             case CancelAllOp():
-                account = self._account()
-                task = asyncio.ensure_future(self.service.cancel_all(account, request.symbol))
-                task.add_done_callback(lambda done: self._answer(request.id, "cancel_all",
-                                                                 done, lambda r: r))
+                self.service.cancel_all(self._account(), request.symbol,
+                                        self._answer(request.id, "cancel_all"))
             case SubscribeOp():
                 self.subscribe(request)
             case UnsubscribeOp():
@@ -226,36 +219,14 @@ class Connection:
             raise ApiError(ErrorCode.UNAUTHORIZED, "authenticate first (op: auth)")
         return self.account
 
-    def _answerer(self, request_id: RequestId, op: str
-                  ) -> Callable[[OrderAck | None, BaseException | None], None]:
-        """A reply callback that queues the ack or the error for this request."""
-        def answer(ack: OrderAck | None, error: BaseException | None) -> None:
+    def _answer(self, request_id: RequestId, op: str) -> Answer[Any]:
+        """The reply path of every op: queue the ack or the refusal for this request."""
+        def answer(result: Any, error: BaseException | None) -> None:
             if error is not None:
                 self.error(request_id, error)
             else:
-                self.send(AckMessage(id=request_id, op=op, result=ack))
+                self.send(AckMessage(id=request_id, op=op, result=result))
         return answer
-
-    def _changed(self, order: TrackedOrder) -> Callable[[list[Event]], OrderAck]:
-        service = self.service
-
-        def finish(events: list[Event]) -> OrderAck:
-            return service.finish_change(order, events)
-        return finish
-
-    def _reply_when_done(self, request_id: RequestId, op: str,
-                         future: asyncio.Future[list[Event]],
-                         finish: Callable[[list[Event]], Any]) -> None:
-        future.add_done_callback(lambda done: self._answer(request_id, op, done, finish))
-
-    def _answer(self, request_id: RequestId, op: str, done: asyncio.Future[Any],
-                finish: Callable[[Any], Any]) -> None:
-        try:
-            self.send(AckMessage(id=request_id, op=op, result=finish(done.result())))
-        except asyncio.CancelledError:
-            return
-        except Exception as error:
-            self.error(request_id, error)
 
     def _prune_placed(self) -> None:
         registry = self.app[REGISTRY]
@@ -267,19 +238,24 @@ class Connection:
         by_symbol: dict[str, list[CancelOrder]] = {}
         now = time.time_ns()
         for order_id in sorted(self.placed):
-            order = registry.open.get(order_id) or registry.pending.get(order_id)
+            order = registry.tracker.get(order_id)
             if order is not None and order.account == self.account:
                 by_symbol.setdefault(order.symbol, []).append(CancelOrder(order_id, now))
         exchange = self.app[EXCHANGE]
         for symbol, cancels in by_symbol.items():
             try:
-                exchange.actor(symbol).submit_many(cancels)
+                exchange.actor(symbol).submit(cancels, _log_failure)
             except Exception:
                 log.exception("cancel-on-disconnect of %d orders on %s failed", len(cancels),
                               symbol)
         if by_symbol:
             log.info("cancel-on-disconnect: %d orders of %s",
                      sum(map(len, by_symbol.values())), self.account)
+
+
+def _log_failure(events: list[Event] | None, error: BaseException | None) -> None:
+    if error is not None:
+        log.error("cancel-on-disconnect failed: %s", error)
 
 
 def _request_id(data: bytes) -> RequestId:

@@ -36,6 +36,7 @@ from lobgw.book.commands import (
 )
 from lobgw.book.events import Event, OrderAccepted, OrderCanceled, OrderExpired, TradeExecuted
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side
+from lobgw.orders import trade_fills
 from lobgw.sim.records import Kind, MarketRecord
 
 _LIMIT = OrderType.LIMIT
@@ -75,7 +76,12 @@ class Translator:
 
     def __init__(self, strict_unknown: bool = False, remove_stale: bool = True) -> None:
         self.alive: dict[int, int] = {}
-        """Historical order id -> lots left, as the engine has it."""
+        """Historical order id -> lots left, as the engine will have it once the commands
+        sent so far are applied. A projection, not a reading of state: replay translates
+        several chunks ahead of the engine (so the actor drains big batches), and a row must
+        know what the rows before it did. `observe` corrects it from the engine's events for
+        what the translator could not foresee (a strategy trading against historical
+        orders, stale orders removed)."""
         self.where: dict[int, tuple[Side, int]] = {}
         """Where each synthetic seeded order stands."""
         self.seeded: dict[tuple[Side, int], int] = {}
@@ -243,13 +249,11 @@ class Translator:
             if cls is TradeExecuted:
                 trades += 1
                 trade: TradeExecuted = event  # type: ignore[assignment]
-                taker = trade.taker_order_id
-                if taker is None:
+                if trade.taker_order_id is None:
                     continue  # a replayed execution: already mirrored when it was sent
-                if trade.maker_order_id in alive:
-                    self._settle(trade.maker_order_id, trade.maker_remaining)
-                if taker in alive:
-                    self._settle(taker, trade.taker_remaining)
+                for fill in trade_fills(trade):
+                    if fill is not None and fill.order_id in alive:
+                        self._settle(fill.order_id, fill.remaining)
             elif cls is OrderCanceled or cls is OrderExpired:
                 order_id = event.order_id  # type: ignore[attr-defined]
                 if order_id in alive:

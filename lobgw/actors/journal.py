@@ -36,9 +36,14 @@ from typing import Literal
 import msgspec
 
 from lobgw.book.commands import AnyCommand, SubmitOrder
-from lobgw.book.engine import BookSnapshot, Engine
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.errors import LobgwError
+from lobgw.book.views import BookSnapshot
+from lobgw.errors import (
+    JournalCorruptError,
+    JournalUnavailableError,
+    LobgwError,
+    SnapshotDamagedError,
+)
 from lobgw.histogram import FastHistogram
 
 log = logging.getLogger("lobgw.journal")
@@ -51,24 +56,6 @@ SNAPSHOT_VERSION = 1
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_commands = msgspec.msgpack.Decoder(list[AnyCommand]).decode
-
-
-class JournalError(LobgwError):
-    """Base of journal failures."""
-
-
-class JournalUnavailableError(JournalError):
-    """The journal cannot be written: the symbol takes no orders until it can."""
-
-
-class JournalCorruptError(JournalError):
-    """A journal record in the middle of the history fails its checks."""
-
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        super().__init__(f"{path} at offset {offset}: {reason} "
-                         "(start with --repair to keep what comes before and quarantine the rest)")
-        self.path = path
-        self.offset = offset
 
 
 class SnapshotFile(msgspec.Struct, frozen=True):
@@ -96,12 +83,24 @@ class Recovery:
     seconds: float = 0.0
 
 
-def _segment_path(directory: Path, index: int) -> Path:
+def segment_path(directory: Path, index: int) -> Path:
+    """Where segment `index` of a symbol's journal lives."""
     return directory / f"journal-{index:08d}.log"
 
 
-def _snapshot_path(directory: Path, index: int) -> Path:
+def snapshot_path(directory: Path, index: int) -> Path:
+    """Where the snapshot taken before segment `index` lives."""
     return directory / f"snapshot-{index:08d}.snap"
+
+
+def segment_indices(directory: Path) -> list[int]:
+    """The journal segments in a symbol's directory, oldest first."""
+    return _indices(directory, "journal", ".log")
+
+
+def snapshot_indices(directory: Path) -> list[int]:
+    """The snapshots in a symbol's directory, oldest first."""
+    return _indices(directory, "snapshot", ".snap")
 
 
 def _indices(directory: Path, prefix: str, suffix: str) -> list[int]:
@@ -171,11 +170,12 @@ class Journal:
     # -- recovery ---------------------------------------------------------------------------
 
     def recover(self, spec: InstrumentSpec, repair: bool = False, read_only: bool = False
-                ) -> tuple[Engine, Recovery, list[list[AnyCommand]]]:
+                ) -> tuple[BookSnapshot | None, Recovery, list[list[AnyCommand]]]:
         """Load the newest valid snapshot and read the journal tail.
 
-        Returns the engine as of the snapshot, what was found, and the tail's batches of
-        commands, which the caller applies through the actor (so listeners see them).
+        Returns the book as of the snapshot (None: start from an empty book of `spec`), what
+        was found, and the tail's batches of commands, which the caller applies through the
+        actor (so listeners see them).
         `read_only` changes no file: a torn tail is only reported, corruption always raises.
         """
         started = time.perf_counter()
@@ -183,19 +183,18 @@ class Journal:
             self.directory.mkdir(parents=True, exist_ok=True)
         recovery = Recovery()
         found = self.newest_snapshot()
+        book = None
         if found is not None:
             index, loaded = found
-            engine = Engine.restore(loaded.book)
+            book = loaded.book
             recovery.snapshot_segment = index
             recovery.snapshot_seq = loaded.book.seq
             recovery.max_order_id = loaded.max_order_id
-        else:
-            engine = Engine(spec)
         first = recovery.snapshot_segment or 0
-        segments = [i for i in _indices(self.directory, "journal", ".log") if i >= first]
+        segments = [i for i in segment_indices(self.directory) if i >= first]
         batches: list[list[AnyCommand]] = []
         for position, index in enumerate(segments):
-            path = _segment_path(self.directory, index)
+            path = segment_path(self.directory, index)
             last = position == len(segments) - 1
             for offset, payload, problem in read_records(path, last):
                 if payload is not None:
@@ -236,31 +235,27 @@ class Journal:
         self.segment = segments[-1] if segments else first
         self.max_order_id = recovery.max_order_id
         recovery.seconds = time.perf_counter() - started
-        return engine, recovery, batches
+        return book, recovery, batches
 
     def newest_snapshot(self) -> tuple[int, SnapshotFile] | None:
         """The newest snapshot that loads, with its segment index; a damaged one is logged
         and the next older one tried."""
-        for index in reversed(_indices(self.directory, "snapshot", ".snap")):
-            loaded = self._load_snapshot(_snapshot_path(self.directory, index))
+        for index in reversed(snapshot_indices(self.directory)):
+            loaded = self._load_snapshot(snapshot_path(self.directory, index))
             if loaded is not None:
                 return index, loaded
         return None
 
     def _load_snapshot(self, path: Path) -> SnapshotFile | None:
         try:
-            for _, payload, problem in read_records(path, last_segment=False):
-                if payload is None:
-                    log.error("%s: %s; trying an older snapshot", path, problem)
-                    return None
-                loaded = msgspec.msgpack.decode(payload, type=SnapshotFile)
-                if loaded.symbol != self.symbol or loaded.version != SNAPSHOT_VERSION:
-                    log.error("%s: not a snapshot of %s", path, self.symbol)
-                    return None
-                return loaded
+            loaded = read_snapshot(path)
         except (OSError, msgspec.ValidationError, LobgwError) as error:
             log.error("%s: unreadable snapshot (%s); trying an older one", path, error)
-        return None
+            return None
+        if loaded.symbol != self.symbol or loaded.version != SNAPSHOT_VERSION:
+            log.error("%s: not a snapshot of %s", path, self.symbol)
+            return None
+        return loaded
 
     def _quarantine(self, path: Path, offset: int, later: Sequence[int]) -> list[Path]:
         folder = self.directory / "quarantine"
@@ -275,7 +270,7 @@ class Journal:
             handle.truncate(offset)
             os.fsync(handle.fileno())
         for index in later:
-            segment = _segment_path(self.directory, index)
+            segment = segment_path(self.directory, index)
             destination = folder / f"{segment.name}.{stamp}"
             segment.rename(destination)
             moved.append(destination)
@@ -286,7 +281,7 @@ class Journal:
     def open(self) -> None:
         """Open the current segment for appending."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        path = _segment_path(self.directory, self.segment)
+        path = segment_path(self.directory, self.segment)
         self._file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         _fsync_directory(self.directory)
 
@@ -333,7 +328,7 @@ class Journal:
         next_segment = self.segment + 1
         payload = _encode(SnapshotFile(SNAPSHOT_VERSION, self.symbol, next_segment,
                                        self.max_order_id, book))
-        final = _snapshot_path(self.directory, next_segment)
+        final = snapshot_path(self.directory, next_segment)
         temporary = final.with_suffix(".tmp")
         with temporary.open("wb") as handle:
             handle.write(frame(payload))
@@ -344,15 +339,15 @@ class Journal:
         if self._file is not None:
             os.close(self._file)
             self._file = None
-        previous = [i for i in _indices(self.directory, "snapshot", ".snap") if i < next_segment]
+        previous = [i for i in snapshot_indices(self.directory) if i < next_segment]
         self.segment = next_segment
         self.open()
         keep_from = previous[-1] if previous else 0
-        for index in _indices(self.directory, "journal", ".log"):
+        for index in segment_indices(self.directory):
             if index < keep_from:
-                _segment_path(self.directory, index).unlink()
+                segment_path(self.directory, index).unlink()
         for index in previous[:-1]:
-            _snapshot_path(self.directory, index).unlink()
+            snapshot_path(self.directory, index).unlink()
         self.commands_since_snapshot = 0
         self.last_snapshot = time.monotonic()
         self.snapshot_seconds.observe(time.perf_counter() - started)
@@ -373,8 +368,17 @@ def _fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
+def read_snapshot(path: Path) -> SnapshotFile:
+    """Decode one snapshot file; raise SnapshotDamagedError if it fails its checks."""
+    for _, payload, problem in read_records(path, last_segment=False):
+        if payload is None:
+            raise SnapshotDamagedError(f"{path}: {problem}")
+        return msgspec.msgpack.decode(payload, type=SnapshotFile)
+    raise SnapshotDamagedError(f"{path}: empty")
+
+
 def read_journal(directory: Path, spec: InstrumentSpec
-                 ) -> tuple[Engine, Recovery, list[list[AnyCommand]]]:
+                 ) -> tuple[BookSnapshot | None, Recovery, list[list[AnyCommand]]]:
     """Read a symbol's journal without changing anything (for the operator tools)."""
     journal = Journal(directory.parent, directory.name)
     return journal.recover(spec, read_only=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
-from lobgw.sim.backtest import NS, BacktestResult
+from lobgw.sim.backtest.results import NS, BacktestResult
 
 
 def plot_result(result: BacktestResult, spec: InstrumentSpec, path: Path) -> None:

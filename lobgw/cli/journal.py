@@ -1,30 +1,40 @@
 """`lobgw journal inspect DIR` and `lobgw journal replay DIR`: audit what a gateway did.
 
-Both only read: a torn tail is reported, not truncated.
+Both only read: a torn tail is reported, not truncated. Books are rebuilt the way the gateway
+rebuilds them, through a symbol actor: the newest snapshot, then the journal's commands.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 from pathlib import Path
 
 import msgspec
 
-from lobgw.journal import (
+from lobgw.actors import RowHook, SymbolActor
+from lobgw.actors.journal import (
     Journal,
-    JournalCorruptError,
-    SnapshotFile,
-    _indices,
-    _segment_path,
-    _snapshot_path,
     read_journal,
     read_records,
+    read_snapshot,
+    segment_indices,
+    segment_path,
+    snapshot_indices,
+    snapshot_path,
 )
-from lobgw.sim.replay import BookWriter
+from lobgw.book.commands import AnyCommand
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.views import BookSnapshot
+from lobgw.config import load_config
+from lobgw.errors import JournalCorruptError, SnapshotDamagedError
+from lobgw.sim.bookout import BookWriter
 
 
 def _symbols(directory: Path, only: str | None) -> list[Path]:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
     folders = sorted(path for path in directory.iterdir() if path.is_dir()
                      and (only is None or path.name == only))
     if not folders:
@@ -33,13 +43,11 @@ def _symbols(directory: Path, only: str | None) -> list[Path]:
     return folders
 
 
-def _spec(folder: Path, config: str | None) -> object:
+def _spec(folder: Path, config: str | None) -> InstrumentSpec:
     """A symbol's spec: from its newest snapshot, else the config."""
     found = Journal(folder.parent, folder.name).newest_snapshot()
     if found is not None:
         return found[1].book.spec
-    from lobgw.config import load_config
-
     if config is not None and Path(config).exists():
         for spec in load_config(config).symbols:
             if spec.symbol == folder.name:
@@ -47,25 +55,54 @@ def _spec(folder: Path, config: str | None) -> object:
     raise LookupError(f"{folder.name}: no snapshot and not in {config}: pass --config")
 
 
+class Rebuilt(msgspec.Struct):
+    """A book rebuilt from a journal."""
+
+    first_seq: int
+    seq: int
+    resting: int
+    snapshot: BookSnapshot
+
+
+async def rebuild(spec: InstrumentSpec, snapshot: BookSnapshot | None,
+                  batches: list[list[AnyCommand]], after_command: RowHook | None = None
+                  ) -> Rebuilt:
+    """Apply a journal's batches to its snapshot through a fresh actor (no journal of its
+    own); `after_command` sees the book after each command."""
+    actor = SymbolActor(spec)
+    if snapshot is not None:
+        actor.restore(snapshot)
+    actor.start()
+    try:
+        first_seq = await actor.query(lambda book: book.seq)
+        for batch in batches:
+            rows = [[command] for command in batch] if after_command else [batch]
+            await (await actor.send(rows, after_command))
+        seq, resting, final = await actor.query(
+            lambda book: (book.seq, book.open_order_count(), book.snapshot()))
+    finally:
+        await actor.stop()
+    return Rebuilt(first_seq, seq, resting, final)
+
+
 def inspect(args: argparse.Namespace) -> int:
     """Print segments, records, snapshots and sequence ranges per symbol."""
     for folder in _symbols(args.directory, args.symbol):
         spec = _spec(folder, args.config)
         print(f"{folder.name}")
-        for index in _indices(folder, "snapshot", ".snap"):
-            path = _snapshot_path(folder, index)
-            for _, payload, problem in read_records(path, last_segment=False):
-                if payload is None:
-                    print(f"  {path.name}: DAMAGED ({problem})")
-                    break
-                snap = msgspec.msgpack.decode(payload, type=SnapshotFile)
-                print(f"  {path.name}: seq {snap.book.seq}, "
-                      f"{len(snap.book.bids) + len(snap.book.asks)} resting orders, "
-                      f"journal from segment {snap.segment}")
-                break
-        segments = _indices(folder, "journal", ".log")
+        for index in snapshot_indices(folder):
+            path = snapshot_path(folder, index)
+            try:
+                snap = read_snapshot(path)
+            except SnapshotDamagedError as error:
+                print(f"  {path.name}: DAMAGED ({error})")
+                continue
+            print(f"  {path.name}: seq {snap.book.seq}, "
+                  f"{len(snap.book.bids) + len(snap.book.asks)} resting orders, "
+                  f"journal from segment {snap.segment}")
+        segments = segment_indices(folder)
         for position, index in enumerate(segments):
-            path = _segment_path(folder, index)
+            path = segment_path(folder, index)
             records = commands = 0
             problem_text = ""
             for offset, payload, problem in read_records(path, position == len(segments) - 1):
@@ -76,14 +113,12 @@ def inspect(args: argparse.Namespace) -> int:
                 commands += len(msgspec.msgpack.decode(payload))
             print(f"  {path.name}: {records:,} records, {commands:,} commands, "
                   f"{path.stat().st_size:,} bytes{problem_text}")
-        engine, recovery, batches = read_journal(folder, spec)  # type: ignore[arg-type]
-        first_seq = engine.seq
-        for batch in batches:
-            engine.apply_batch(batch)
-        print(f"  events: seq {first_seq + 1 if engine.seq > first_seq else first_seq}"
-              f"..{engine.seq} after the snapshot; {engine.open_order_count():,} resting "
-              f"orders now" + (f"; torn tail {recovery.torn_bytes} bytes"
-                              if recovery.torn_bytes else ""))
+        snapshot, recovery, batches = read_journal(folder, spec)
+        book = asyncio.run(rebuild(spec, snapshot, batches))
+        first = book.first_seq + 1 if book.seq > book.first_seq else book.first_seq
+        print(f"  events: seq {first}..{book.seq} after the snapshot; {book.resting:,} "
+              "resting orders now" + (f"; torn tail {recovery.torn_bytes} bytes"
+                                      if recovery.torn_bytes else ""))
     return 0
 
 
@@ -92,27 +127,23 @@ def replay(args: argparse.Namespace) -> int:
     command (LOBSTER layout) and the final snapshot."""
     folder = _symbols(args.directory, args.symbol)[0]
     spec = _spec(folder, args.config)
-    engine, recovery, batches = read_journal(folder, spec)  # type: ignore[arg-type]
-    writer = None
+    snapshot, recovery, batches = read_journal(folder, spec)
     handle = args.book_out.open("w") if args.book_out else None
-    if handle is not None:
-        writer = BookWriter(handle, args.levels, engine.spec, None)
-    commands = 0
-    for batch in batches:
-        for command in batch:
-            engine.apply(command)
-            commands += 1
-            if writer is not None:
-                writer.pending.append(writer.capture(engine))
+    writer = BookWriter(handle, args.levels, spec, None) if handle is not None else None
+    try:
+        book = asyncio.run(rebuild(spec, snapshot, batches,
+                                   writer.after_row if writer is not None else None))
         if writer is not None:
             writer.flush()
-    if handle is not None:
-        handle.close()
+    finally:
+        if handle is not None:
+            handle.close()
     if args.snapshot_out:
-        args.snapshot_out.write_bytes(msgspec.msgpack.encode(engine.snapshot()))
+        args.snapshot_out.write_bytes(msgspec.msgpack.encode(book.snapshot))
+    commands = sum(len(batch) for batch in batches)
     print(f"{folder.name}: snapshot seq {recovery.snapshot_seq}, {recovery.records:,} records, "
-          f"{commands:,} commands replayed; seq now {engine.seq}; "
-          f"{engine.open_order_count():,} resting orders")
+          f"{commands:,} commands replayed; seq now {book.seq}; "
+          f"{book.resting:,} resting orders")
     return 0
 
 
@@ -144,4 +175,3 @@ def command(args: argparse.Namespace) -> int:
         print(f"lobgw journal: {error}", file=sys.stderr)
         return 2
     return result
-

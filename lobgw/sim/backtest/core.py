@@ -20,9 +20,7 @@ Assumptions (also in the README):
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
-import math
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
@@ -36,23 +34,25 @@ from lobgw.book.commands import (
     ExecuteOrder,
     SubmitOrder,
 )
-from lobgw.book.events import (
-    Event,
-    OrderAccepted,
-    OrderAmended,
-    OrderCanceled,
-    OrderExpired,
-    OrderRejected,
-    TradeExecuted,
-)
+from lobgw.book.events import Event, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
+from lobgw.orders import ExecutionKind, Fill, OrderState, OrderTracker
+from lobgw.sim.backtest.results import (
+    NS,
+    BacktestResult,
+    markout,
+    money_text,
+    money_value_text,
+    pnl_series,
+    price_text,
+    rounded,
+)
 from lobgw.sim.records import Kind, MarketRecord
-from lobgw.sim.translate import TranslationStats, Translator
+from lobgw.sim.translate import Translator
 
 STRATEGY_ACCOUNT = "strategy"
 STRATEGY_ID_BASE = 1 << 60
-NS = 1_000_000_000
 
 
 class BookView(msgspec.Struct, frozen=True, gc=False):
@@ -80,26 +80,6 @@ class BookView(msgspec.Struct, frozen=True, gc=False):
             self.bid_size + self.ask_size)
 
 
-class StrategyFill(msgspec.Struct, frozen=True):
-    """One fill of a strategy order."""
-
-    order_id: int
-    side: Side
-    price: int
-    quantity: int
-    timestamp: int
-    liquidity: str
-
-
-class OpenOrder(msgspec.Struct):
-    """A strategy order the engine still holds (as far as the strategy knows)."""
-
-    order_id: int
-    side: Side
-    price: int | None
-    remaining: int
-
-
 class BaseStrategy:
     """Subclass and override `on_market_data` (and maybe `on_fill`, `is_done`).
 
@@ -111,7 +91,9 @@ class BaseStrategy:
 
     def __init__(self) -> None:
         self._backtest: Backtest | None = None
-        self.open_orders: dict[int, OpenOrder] = {}
+        self.orders = OrderTracker(accounts=(STRATEGY_ACCOUNT,))
+        """The strategy's orders, read from the engine's events (pending: decided, not yet
+        at the book)."""
         self.position = 0
         self.orders_sent = 0
         self.amends_sent = 0
@@ -123,7 +105,12 @@ class BaseStrategy:
     def on_market_data(self, view: BookView) -> None:
         """Called after every market-data row."""
 
-    def on_fill(self, fill: StrategyFill) -> None:
+    @property
+    def open_orders(self) -> dict[int, OrderState]:
+        """The strategy's orders that the book holds."""
+        return self.orders.open
+
+    def on_fill(self, fill: Fill) -> None:
         """Called for each fill of one of this strategy's orders."""
 
     def on_market_trade(self, timestamp: int, price: int, quantity: int) -> None:
@@ -153,7 +140,7 @@ class BaseStrategy:
                               time_in_force=time_in_force, post_only=post_only,
                               stp=SelfTradePrevention.CANCEL_TAKER,
                               timestamp=backtest.now + backtest.latency)
-        self.open_orders[order_id] = OpenOrder(order_id, side, price, quantity)
+        self.orders.expect(OrderState.submitted(backtest.spec.symbol, command))
         self.orders_sent += 1
         backtest.schedule(command)
         return order_id
@@ -172,8 +159,8 @@ class BaseStrategy:
         backtest.schedule(CancelOrder(order_id, backtest.now + backtest.latency))
 
     def cancel_all(self) -> None:
-        """Cancel every open order."""
-        for order_id in list(self.open_orders):
+        """Cancel every order in flight or in the book."""
+        for order_id in [*self.orders.pending, *self.orders.open]:
             self.cancel(order_id)
 
     @property
@@ -193,7 +180,7 @@ class Backtest:
     def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
                  translator: Translator | None = None) -> None:
         self.actor = actor
-        self.spec = actor.engine.spec
+        self.spec = actor.spec
         self.strategy = strategy
         strategy._backtest = self
         self.latency = latency_us * 1000
@@ -203,7 +190,7 @@ class Backtest:
         self._order_ids = STRATEGY_ID_BASE
         self._pending: list[tuple[int, int, AnyCommand]] = []
         self._sequence = 0
-        self.fills: list[StrategyFill] = []
+        self.fills: list[Fill] = []
         self.rejections: dict[str, int] = {}
         self.market_trades: list[tuple[int, int, int]] = []
         """(timestamp, price, quantity) of every historical trade: the market's VWAP."""
@@ -214,7 +201,6 @@ class Backtest:
         self._next_sample = 0
         self.first_view: BookView | None = None
         self.started_at: int | None = None
-        self._accepted: set[int] = set()
 
     def next_order_id(self) -> int:
         """A strategy order id (never collides with historical ids)."""
@@ -229,7 +215,7 @@ class Backtest:
     async def seed(self, commands: list[AnyCommand]) -> None:
         """Apply seeding commands (an initial book) before the data."""
         if commands:
-            self.translator.observe(await self.actor.send_many(commands))
+            self.translator.observe(await (await self.actor.send([commands])))
 
     async def run(self, records: Iterator[MarketRecord]) -> None:
         """Replay every record, feeding the strategy."""
@@ -294,7 +280,7 @@ class Backtest:
         def capture(index: int, events: list[Event], book: BookReader) -> None:
             captured.append(_view(book, self.now))
 
-        events = await self.actor.submit_rows([commands], capture)
+        events = await (await self.actor.send([commands], capture))
         self._handle(events)
         return captured[0]
 
@@ -303,47 +289,37 @@ class Backtest:
         pending = self._pending
         while pending and pending[0][0] <= until:
             _, _, command = heapq.heappop(pending)
-            self._handle(await self.actor.send_many([command]))
+            self._handle(await (await self.actor.send([[command]])))
 
     def _handle(self, events: list[Event]) -> None:
         self.translator.observe(events)
-        strategy = self.strategy
-        opened = strategy.open_orders
+        self.strategy.orders.apply(self.spec.symbol, events, self._changed)
         for event in events:
-            if isinstance(event, TradeExecuted):
-                maker, taker = event.maker_order_id, event.taker_order_id
-                if maker < STRATEGY_ID_BASE and (taker is None or taker < STRATEGY_ID_BASE):
-                    self._market_trade(event.timestamp, event.price, event.quantity)
-                for order_id, left, liquidity in ((maker, event.maker_remaining, "MAKER"),
-                                                  (taker, event.taker_remaining, "TAKER")):
-                    order = opened.get(order_id) if order_id is not None else None
-                    if order is None:
-                        continue
-                    fill = StrategyFill(order.order_id, order.side, event.price, event.quantity,
-                                        event.timestamp, liquidity)
-                    signed = event.quantity if order.side is Side.BUY else -event.quantity
-                    strategy.position += signed
-                    self.cash -= signed * event.price
-                    order.remaining = left
-                    if not left:
-                        del opened[order.order_id]
-                    self.fills.append(fill)
-                    strategy.on_fill(fill)
-                    self._sample(self.view, force=True)
-            elif isinstance(event, OrderCanceled | OrderExpired):
-                opened.pop(event.order_id, None)
-            elif isinstance(event, OrderAmended):
-                order = opened.get(event.order_id)
-                if order is not None:
-                    order.price, order.remaining = event.price, event.remaining
-            elif isinstance(event, OrderRejected):
-                if event.order_id >= STRATEGY_ID_BASE:
-                    if event.order_id not in self._accepted:  # a new order, not a change
-                        opened.pop(event.order_id, None)
-                    self.rejections[event.reason.value] = (
-                        self.rejections.get(event.reason.value, 0) + 1)
-            elif isinstance(event, OrderAccepted) and event.order.order_id >= STRATEGY_ID_BASE:
-                self._accepted.add(event.order.order_id)
+            cls = event.__class__
+            if cls is TradeExecuted:
+                trade: TradeExecuted = event  # type: ignore[assignment]
+                taker = trade.taker_order_id
+                if trade.maker_order_id < STRATEGY_ID_BASE and (
+                        taker is None or taker < STRATEGY_ID_BASE):
+                    self._market_trade(trade.timestamp, trade.price, trade.quantity)
+            elif cls is OrderRejected:
+                rejection: OrderRejected = event  # type: ignore[assignment]
+                if rejection.order_id >= STRATEGY_ID_BASE:  # a new order or a change of one
+                    reason = rejection.reason.value
+                    self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def _changed(self, kind: ExecutionKind, order: OrderState, event: Event,
+                 fill: Fill | None) -> None:
+        """The strategy's order tracker saw a change: account for fills."""
+        if fill is None:
+            return
+        strategy = self.strategy
+        signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+        strategy.position += signed
+        self.cash -= signed * fill.price
+        self.fills.append(fill)
+        strategy.on_fill(fill)
+        self._sample(self.view, force=True)
 
     def _market_trade(self, timestamp: int, price: int, quantity: int) -> None:
         self.market_trades.append((timestamp, price, quantity))
@@ -367,77 +343,7 @@ def _view(book: BookReader, now: int) -> BookView:
                     ask[0] if ask else None, ask[1] if ask else 0)
 
 
-# -- results ------------------------------------------------------------------------------------
-
-class PnlPoint(msgspec.Struct, frozen=True, array_like=True):
-    """[timestamp, position, realized, mark_to_mid] (money in price units)."""
-
-    timestamp: int
-    position: str
-    realized: str
-    mark_to_mid: str
-
-
-class BacktestResult(msgspec.Struct):
-    """Everything a backtest measured, in decimal units. Same inputs, same result."""
-
-    strategy: str
-    symbol: str
-    parameters: dict[str, str]
-    latency_us: int
-    start: int | None
-    end: int | None
-    fills: int
-    filled_quantity: str
-    average_price: str | None
-    arrival_price: str | None
-    implementation_shortfall_bps: float | None
-    market_vwap: str | None
-    slippage_vs_vwap_bps: float | None
-    fill_ratio: float | None
-    orders_sent: int
-    amends_sent: int
-    cancels_sent: int
-    rejections: dict[str, int]
-    final_position: str
-    realized_pnl: str
-    mark_to_mid_pnl: str
-    max_drawdown: str
-    markouts_bps: dict[str, float | None]
-    pnl: list[PnlPoint]
-    fill_list: list[StrategyFill]
-    translation: TranslationStats
-    details: dict[str, object]
-
-    def table(self) -> str:
-        """A human-readable summary."""
-        def show(value: object) -> str:
-            if value is None:
-                return "-"
-            if isinstance(value, float):
-                return f"{value:,.2f}"
-            return str(value)
-
-        rows = [
-            ("strategy", self.strategy), ("symbol", self.symbol),
-            ("fills", self.fills), ("filled quantity", self.filled_quantity),
-            ("average price", self.average_price), ("arrival price", self.arrival_price),
-            ("implementation shortfall (bps)", self.implementation_shortfall_bps),
-            ("market VWAP", self.market_vwap),
-            ("slippage vs VWAP (bps)", self.slippage_vs_vwap_bps),
-            ("fill ratio", self.fill_ratio),
-            ("orders / amends / cancels",
-             f"{self.orders_sent} / {self.amends_sent} / {self.cancels_sent}"),
-            ("final position", self.final_position),
-            ("realized PnL", self.realized_pnl), ("mark-to-mid PnL", self.mark_to_mid_pnl),
-            ("max drawdown", self.max_drawdown),
-        ]
-        rows += [(f"markout {h} (bps)", v) for h, v in self.markouts_bps.items()]
-        rows += [(key, value) for key, value in self.details.items()]
-        rows += [("clipped historical events", self.translation.clipped)]
-        width = max(len(name) for name, _ in rows)
-        return "\n".join(f"{name:<{width}}  {show(value)}" for name, value in rows)
-
+# -- results ----------------------------------------------------------------------------------
 
 def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, str],
                  target: int | None, side: Side | None) -> BacktestResult:
@@ -462,101 +368,28 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         shortfall = float(sign * (average - Decimal(arrival)) / Decimal(arrival) * 10_000)
     if sign is not None and average is not None and vwap:
         slippage = float(sign * (average - vwap) / vwap * 10_000)
-    points, realized, drawdown = _pnl_series(backtest)
+    points, realized, drawdown = pnl_series(backtest.samples, backtest.fills, spec)
     final_mid = next((mid for *_, mid in reversed(backtest.samples) if mid is not None), None)
     position = backtest.strategy.position
     mark = (backtest.cash + position * final_mid) if final_mid is not None else backtest.cash
     return BacktestResult(
         strategy=strategy_name, symbol=spec.symbol, parameters=parameters,
         latency_us=backtest.latency // 1000, start=start, end=end, fills=len(fills),
-        filled_quantity=_money(filled, lot), average_price=_price(average, tick),
-        arrival_price=_price(Decimal(arrival) if arrival is not None else None, tick),
-        implementation_shortfall_bps=_round(shortfall), market_vwap=_price(vwap, tick),
-        slippage_vs_vwap_bps=_round(slippage),
-        fill_ratio=_round(filled / target if target else None, 6),
+        filled_quantity=money_text(filled, lot), average_price=price_text(average, tick),
+        arrival_price=price_text(Decimal(arrival) if arrival is not None else None, tick),
+        implementation_shortfall_bps=rounded(shortfall), market_vwap=price_text(vwap, tick),
+        slippage_vs_vwap_bps=rounded(slippage),
+        fill_ratio=rounded(filled / target if target else None, 6),
         orders_sent=backtest.strategy.orders_sent, amends_sent=backtest.strategy.amends_sent,
         cancels_sent=backtest.strategy.cancels_sent, rejections=dict(backtest.rejections),
-        final_position=_money(position, lot), realized_pnl=_money_value(realized, tick * lot),
-        mark_to_mid_pnl=_money_value(mark, tick * lot),
-        max_drawdown=_money_value(drawdown, tick * lot),
-        markouts_bps={f"{h}s": _round(_markout(backtest, h)) for h in (1, 10, 60)},
+        final_position=money_text(position, lot),
+        realized_pnl=money_value_text(realized, tick * lot),
+        mark_to_mid_pnl=money_value_text(mark, tick * lot),
+        max_drawdown=money_value_text(drawdown, tick * lot),
+        markouts_bps={f"{h}s": rounded(markout(backtest.mids, backtest.fills, h))
+                      for h in (1, 10, 60)},
         pnl=points, fill_list=fills, translation=backtest.translator.stats,
         details=backtest.strategy.describe())
-
-
-def _pnl_series(backtest: Backtest) -> tuple[list[PnlPoint], float, float]:
-    """Realized (average cost) and mark-to-mid PnL at each sample; max drawdown of the latter."""
-    spec = backtest.spec
-    money = spec.tick_size * spec.lot_size
-    fills = sorted(backtest.fills, key=lambda f: f.timestamp)
-    position = 0
-    cost = 0.0  # average-cost basis of the open position, in tick-lots
-    realized = 0.0
-    points: list[PnlPoint] = []
-    peak = -math.inf
-    drawdown = 0.0
-    index = 0
-    last_mid: float | None = None
-    for ts, held, cash, mid in backtest.samples:
-        last_mid = mid if mid is not None else last_mid
-        while index < len(fills) and fills[index].timestamp <= ts:
-            fill = fills[index]
-            index += 1
-            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
-            if position == 0 or (position > 0) == (signed > 0):
-                cost += signed * fill.price
-                position += signed
-                continue
-            closing = min(abs(signed), abs(position))
-            average_cost = cost / position
-            realized += closing * (fill.price - average_cost) * (1 if position > 0 else -1)
-            cost -= average_cost * closing * (1 if position > 0 else -1)
-            position += signed
-            if position == 0:
-                cost = 0.0
-            elif abs(signed) > closing:  # flipped: the rest opens at the fill price
-                cost = position * fill.price
-        mark = cash if last_mid is None else cash + held * last_mid
-        peak = max(peak, mark)
-        drawdown = max(drawdown, peak - mark)
-        points.append(PnlPoint(ts, _money(held, spec.lot_size),
-                               _money_value(realized, money), _money_value(mark, money)))
-    return points, realized, drawdown
-
-
-def _markout(backtest: Backtest, horizon: int) -> float | None:
-    """Mean of (mid after `horizon` seconds - fill price) x side, in bps of the fill price."""
-    mids = backtest.mids
-    if not mids or not backtest.fills:
-        return None
-    times = [ts for ts, _ in mids]
-    values: list[float] = []
-    for fill in backtest.fills:
-        later = fill.timestamp + horizon * NS
-        if later > times[-1]:
-            continue  # the data ends before the horizon
-        index = bisect.bisect_right(times, later) - 1
-        sign = 1 if fill.side is Side.BUY else -1
-        values.append(sign * (mids[index][1] - fill.price) / fill.price * 10_000)
-    return sum(values) / len(values) if values else None
-
-
-def _price(value: Decimal | None, tick: Decimal) -> str | None:
-    if value is None:
-        return None
-    return format((value * tick).quantize(tick * Decimal("0.0001")).normalize(), "f")
-
-
-def _money(value: int, unit: Decimal) -> str:
-    return format(unit * value, "f")
-
-
-def _money_value(value: float, unit: Decimal) -> str:
-    return format((Decimal(repr(value)) * unit).quantize(Decimal("0.0001")), "f")
-
-
-def _round(value: float | None, places: int = 4) -> float | None:
-    return None if value is None else round(value, places)
 
 
 async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,

@@ -7,10 +7,15 @@ All three decide in data time from the book view they are given and act only thr
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from pathlib import Path
 
+from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side, TimeInForce
-from lobgw.sim.backtest import BaseStrategy, BookView, StrategyFill
+from lobgw.orders import Fill
+from lobgw.sim.backtest.core import BaseStrategy, BookView
+from lobgw.sim.backtest.results import NS
+from lobgw.sim.records import Kind, PathLike, data_time_range, read_records
 
 
 class ScheduledExecution(BaseStrategy):
@@ -71,7 +76,7 @@ class ScheduledExecution(BaseStrategy):
             return  # nothing to price against and no limit: wait for the next slice
         self.working = self.place(self.side, wanted, price, TimeInForce.GTC)
 
-    def on_fill(self, fill: StrategyFill) -> None:
+    def on_fill(self, fill: Fill) -> None:
         """Count what is done."""
         self.filled += fill.quantity
         if fill.order_id == self.working and fill.order_id not in self.open_orders:
@@ -230,7 +235,7 @@ class MarketMaker(BaseStrategy):
 
     def _quote(self, side: Side, price: int | None) -> None:
         current = self.quotes[side]
-        order = self.open_orders.get(current) if current is not None else None
+        order = self.orders.get(current) if current is not None else None
         if order is None:
             self.quotes[side] = current = None
         if price is None or price <= 0:
@@ -243,7 +248,7 @@ class MarketMaker(BaseStrategy):
         elif order is not None and order.price != price:
             self.amend(current, price=price)
 
-    def on_fill(self, fill: StrategyFill) -> None:
+    def on_fill(self, fill: Fill) -> None:
         """Track the largest inventory reached."""
         self.max_abs_inventory = max(self.max_abs_inventory, abs(self.position))
 
@@ -257,3 +262,57 @@ class MarketMaker(BaseStrategy):
                 "reference": self.reference}
 
 
+def parse_params(pairs: list[str]) -> dict[str, str]:
+    """`k=v` pairs; a pair without `=` is an error naming it."""
+    params: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--param {pair!r}: expected key=value")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt: str,
+                   path: PathLike) -> tuple[BaseStrategy, int | None, Side | None]:
+    """The strategy for `--strategy` with its parameters (decimals in the symbol's units)."""
+    known = {"twap": {"side", "quantity", "slices", "start", "end", "limit"},
+             "vwap": {"side", "quantity", "slices", "start", "end", "limit", "profile"},
+             "mm": {"size", "half_spread", "skew", "max_inventory", "min_requote_ms",
+                    "reference"}}
+    if name not in known:
+        raise ValueError(f"unknown strategy {name!r}; choose twap, vwap or mm")
+    unknown = set(params) - known[name]
+    if unknown:
+        raise ValueError(f"unknown parameter(s) for {name}: {', '.join(sorted(unknown))}; "
+                         f"known: {', '.join(sorted(known[name]))}")
+    if name == "mm":
+        return MarketMaker(
+            size=spec.quantity_to_lots(Decimal(params.get("size", str(spec.lot_size))), "size"),
+            half_spread=int(params.get("half_spread", "1")),
+            skew=float(params.get("skew", "0")),
+            max_inventory=spec.quantity_to_lots(Decimal(params.get(
+                "max_inventory", str(spec.lot_size * 10))), "max_inventory"),
+            min_requote_ns=int(float(params.get("min_requote_ms", "100")) * 1_000_000),
+            reference=params.get("reference", "mid")), None, None
+    side = Side(params.get("side", "BUY").upper())
+    quantity = spec.quantity_to_lots(Decimal(params.get("quantity", str(spec.lot_size * 100))))
+    first, last = data_time_range(fmt, path, spec)
+    start = first + int(Decimal(params.get("start", "0")) * NS)
+    end = first + int(Decimal(params["end"]) * NS) if "end" in params else last
+    slices = int(params.get("slices", "10"))
+    limit = spec.price_to_ticks(Decimal(params["limit"]), "limit") if "limit" in params else None
+    if name == "twap":
+        return Twap(side, quantity, start, end, slices, limit), quantity, side
+    profile_arg = params.get("profile", "causal")
+    profile = lookahead = None
+    if profile_arg == "lookahead":
+        lookahead = [0] * slices
+        for record in read_records(fmt, path, spec):
+            if record.kind in (Kind.EXECUTE, Kind.PRINT) and start <= record.timestamp < end:
+                lookahead[(record.timestamp - start) * slices // (end - start)] += (
+                    record.quantity)
+    elif profile_arg != "causal":
+        profile = read_profile(Path(profile_arg))
+    return (Vwap(side, quantity, start, end, slices, limit, profile, lookahead), quantity,
+            side)

@@ -1,0 +1,80 @@
+"""`lobgw backtest`: replay market data with a strategy trading in the same book; write the
+result JSON (and a plot) and print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import msgspec
+
+from lobgw.cli.common import data_and_spec
+from lobgw.errors import BadRowError, ConfigError, InputError
+from lobgw.sim.backtest import build_strategy, parse_params, run_backtest
+from lobgw.sim.records import read_lobster_book_row, read_records
+from lobgw.sim.translate import Translator
+
+
+def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lobgw backtest`."""
+    parser.add_argument("--data", type=Path, required=True, help="the market-data file")
+    parser.add_argument("--format", required=True, choices=["csv", "lobster", "databento-mbo"])
+    parser.add_argument("--symbol", required=True)
+    parser.add_argument("--strategy", required=True, choices=["twap", "vwap", "mm"])
+    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                        help="strategy parameter (repeatable); see README for each strategy")
+    parser.add_argument("--latency-us", type=int, default=0,
+                        help="data-time delay before strategy actions reach the book")
+    parser.add_argument("--initial-book", type=Path,
+                        help="lobster: seed from row 1 of this orderbook file")
+    parser.add_argument("--config", default=os.environ.get("LOBGW_CONFIG", "config.toml"))
+    parser.add_argument("--tick-size", type=Decimal)
+    parser.add_argument("--out", type=Path, required=True, help="results JSON")
+    parser.add_argument("--plot", type=Path, help="PNG report (needs matplotlib: lobgw[plot])")
+
+
+def backtest_command(args: argparse.Namespace) -> int:
+    """Run `lobgw backtest`."""
+    path: Path = args.data
+    spec = data_and_spec("backtest", path, args)
+    if spec is None:
+        return 2
+    try:
+        params = parse_params(args.param)
+        strategy, target, side = build_strategy(args.strategy, params, spec, args.format, path)
+    except (ConfigError, ValueError, InvalidOperation) as error:
+        print(f"lobgw backtest: {error}", file=sys.stderr)
+        return 2
+    except InputError as error:
+        print(f"lobgw backtest: --param {error.field}: {error.reason}", file=sys.stderr)
+        return 2
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("lobgw backtest: --plot needs matplotlib (pip install 'lobgw[plot]')",
+                  file=sys.stderr)
+            return 2
+    seed = read_lobster_book_row(args.initial_book, 1, spec) if args.initial_book else None
+    records = read_records(args.format, path, spec)
+    try:
+        result = asyncio.run(run_backtest(
+            records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,
+            strategy_name=args.strategy, parameters=params, target=target, side=side,
+            translator=Translator.for_format(args.format)))
+    except BadRowError as error:
+        print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
+              file=sys.stderr)
+        return 1
+    args.out.write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")
+    print(result.table())
+    if args.plot is not None:
+        from lobgw.sim.backtest.plot import plot_result
+
+        plot_result(result, spec, args.plot)
+        print(f"plot written to {args.plot}")
+    return 0

@@ -1,0 +1,88 @@
+"""`lobgw init [DIR]`: write a commented starter `config.toml` with fresh API keys.
+
+A wheel install has no config file; this gives a new user one to edit, with keys nobody else
+has (the repository's demo keys are public).
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+STARTER = '''\
+# lobgw configuration, written by `lobgw init`. Start it with:
+#     lobgw serve --config {path}
+# Decimals are strings so that nothing passes through a float. Every key can be overridden
+# from the environment: LOBGW_SERVER__PORT=9000, LOBGW_ACCOUNTS__0__API_KEY=... (see
+# PRODUCTION.md for all of them).
+
+# One table per tradable symbol: tick and lot size; optional min/max quantity and price band.
+[[symbols]]
+symbol = "BTC-USD"
+tick_size = "0.01"
+lot_size = "0.0001"
+min_quantity = "0.0001"
+max_quantity = "100"
+
+[[symbols]]
+symbol = "ETH-USD"
+tick_size = "0.01"
+lot_size = "0.001"
+max_quantity = "1000"
+
+# Accounts and the API keys that act for them. These keys were generated for this file:
+# keep them secret (they are never logged or echoed), or move them to the environment.
+[[accounts]]
+name = "alice"
+api_key = "{alice_key}"
+
+[[accounts]]
+name = "bob"
+api_key = "{bob_key}"
+
+[server]
+host = "127.0.0.1"      # 0.0.0.0 to listen on every interface (put TLS in front of it)
+port = 8080
+
+[logging]
+format = "text"         # text | json
+level = "INFO"
+
+# Every command is journaled before it is acknowledged; a restart rebuilds the books.
+[journal]
+enabled = true
+directory = "{data}"
+fsync = "batch"         # batch (group commit) | always | off
+snapshot_every_commands = 100000
+snapshot_every_seconds = 60
+'''
+
+
+def init(args: argparse.Namespace) -> int:
+    """Write DIR/config.toml (refusing to overwrite one without --force)."""
+    directory: Path = args.directory
+    path = directory / "config.toml"
+    if path.exists() and not args.force:
+        print(f"lobgw init: {path} already exists (use --force to overwrite it)",
+              file=sys.stderr)
+        return 2
+    directory.mkdir(parents=True, exist_ok=True)
+    path.write_text(STARTER.format(path=path, alice_key=_key("alice"), bob_key=_key("bob"),
+                                   data=(directory / "data").as_posix()), encoding="utf-8")
+    path.chmod(0o600)  # it holds secrets
+    print(f"wrote {path} (two accounts with fresh API keys); start the gateway with:\n"
+          f"    lobgw serve --config {path}")
+    return 0
+
+
+def _key(account: str) -> str:
+    return f"{account}-{secrets.token_urlsafe(24)}"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `lobgw init`."""
+    parser.add_argument("directory", nargs="?", type=Path, default=Path("."),
+                        help="where to write config.toml (default: here)")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")

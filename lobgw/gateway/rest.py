@@ -1,0 +1,265 @@
+"""REST handlers and the helpers they share: decode at the edge, ask the service or an actor,
+encode the answer. Failures propagate as exceptions; the app's middleware maps them."""
+
+from __future__ import annotations
+
+import functools
+from typing import Annotated, Any
+
+import msgspec
+from aiohttp import web
+
+from lobgw.actors import SymbolActor
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.errors import ErrorCode, UnknownSymbolError
+from lobgw.gateway.errors import ApiError
+from lobgw.gateway.keys import (
+    ACCOUNTS,
+    EXCHANGE,
+    HUB,
+    KEY_LIMITER,
+    METRICS,
+    OPENAPI,
+    REGISTRY,
+    SERVICE,
+    STATE,
+)
+from lobgw.gateway.orders import answered, format_decimal
+from lobgw.gateway.wire import (
+    AmendBody,
+    DepthResponse,
+    HealthResponse,
+    PlaceOrder,
+    StatsResponse,
+    SymbolInfo,
+    TradesResponse,
+)
+
+_encode = msgspec.json.Encoder().encode
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    """A msgspec-encoded JSON response."""
+    return web.Response(body=_encode(value), status=status, content_type="application/json")
+
+
+async def read_body(request: web.Request, kind: type[Any]) -> Any:
+    """Decode the JSON body into `kind`; errors become 400 with the field and reason."""
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    return decoder.decode(await request.read())
+
+
+def read_query(request: web.Request, kind: type[Any]) -> Any:
+    """Convert the query string into `kind` (strings coerced to the field types)."""
+    return msgspec.convert(dict(request.query), kind, strict=False)
+
+
+def authenticate(request: web.Request) -> str:
+    """The account of the request's `X-API-Key`, after its rate limit; else 401 / 429."""
+    key = request.headers.get("X-API-Key", "")
+    account = request.app[ACCOUNTS].get(key)
+    if account is None:
+        raise ApiError(ErrorCode.UNAUTHORIZED)
+    wait = request.app[KEY_LIMITER].check(account)
+    if wait:
+        raise ApiError(ErrorCode.RATE_LIMITED, "too many requests for this API key",
+                       retry_after=wait)
+    return account
+
+
+def _order_id(request: web.Request) -> int:
+    raw = request.match_info["order_id"]
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise ApiError(ErrorCode.INVALID_VALUE, "order ids are positive integers", "order_id")
+    return int(raw)
+
+
+def _actor(request: web.Request) -> SymbolActor:
+    """The actor of the symbol the path names (a 404 when there is none)."""
+    symbol = request.match_info["symbol"]
+    try:
+        return request.app[EXCHANGE].actor(symbol)
+    except UnknownSymbolError:
+        raise UnknownSymbolError(symbol, resource=True) from None
+
+
+class DepthQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Query of the book route."""
+
+    depth: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 10
+
+
+class LimitQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Query of the trades route."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+
+
+class SymbolQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Optional symbol filter."""
+
+    symbol: str | None = None
+
+
+async def health(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return json_response(HealthResponse(status="ok", symbols=len(request.app[EXCHANGE].actors)))
+
+
+async def ready(request: web.Request) -> web.Response:
+    """Readiness: every actor runs and the gateway is not shutting down."""
+    state = request.app[STATE]
+    exchange = request.app[EXCHANGE]
+    if state.ready and exchange.running:
+        return json_response(HealthResponse(status="ok", symbols=len(exchange.actors)))
+    return json_response(HealthResponse(status="unavailable", detail="starting or stopping"),
+                         503)
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    """Prometheus exposition."""
+    body, headers = request.app[METRICS].render(request.headers.getall("Accept", []))
+    return web.Response(body=body, headers=headers)
+
+
+async def openapi_handler(request: web.Request) -> web.Response:
+    """The OpenAPI 3 document of this API."""
+    return json_response(request.app[OPENAPI]())
+
+
+async def list_symbols(request: web.Request) -> web.Response:
+    """The tradable symbols and their rules."""
+    return json_response([symbol_info(actor.spec)
+                          for actor in request.app[EXCHANGE].actors.values()])
+
+
+def symbol_info(spec: InstrumentSpec) -> SymbolInfo:
+    """The wire form of an InstrumentSpec."""
+    def text(value: Any) -> str | None:
+        return None if value is None else format_decimal(value)
+    return SymbolInfo(symbol=spec.symbol, tick_size=format_decimal(spec.tick_size),
+                      lot_size=format_decimal(spec.lot_size),
+                      min_quantity=format_decimal(spec.lots_to_quantity(spec.min_lots)),
+                      max_quantity=text(spec.max_quantity),
+                      price_band_low=text(spec.price_band_low),
+                      price_band_high=text(spec.price_band_high))
+
+
+async def get_book(request: web.Request) -> web.Response:
+    """L2 depth for N levels."""
+    actor = _actor(request)
+    query: DepthQuery = read_query(request, DepthQuery)
+    spec = actor.spec
+    seq, (bids, asks) = await actor.query(lambda book: (book.seq, book.depth(query.depth)))
+    return json_response(DepthResponse(
+        symbol=spec.symbol, seq=seq,
+        bids=[(spec.format_price(p), spec.format_quantity(q)) for p, q in bids],
+        asks=[(spec.format_price(p), spec.format_quantity(q)) for p, q in asks]))
+
+
+async def get_trades(request: web.Request) -> web.Response:
+    """The most recent trades."""
+    actor = _actor(request)
+    query: LimitQuery = read_query(request, LimitQuery)
+    trades = request.app[HUB].recent_trades(actor.symbol, query.limit)
+    return json_response(TradesResponse(symbol=actor.symbol, trades=trades))
+
+
+async def get_stats(request: web.Request) -> web.Response:
+    """Counters and live state of one symbol."""
+    actor = _actor(request)
+    spec = actor.spec
+    seq, counters, open_orders, bid, ask = await actor.query(
+        lambda book: (book.seq, book.counters(), book.open_order_count(), book.best_bid(),
+                      book.best_ask()))
+
+    def level(value: tuple[int, int] | None) -> tuple[str, str] | None:
+        if value is None:
+            return None
+        return spec.format_price(value[0]), spec.format_quantity(value[1])
+
+    return json_response(StatsResponse(
+        symbol=spec.symbol, seq=seq, messages=counters.messages,
+        orders_accepted=counters.orders, rejections=counters.rejections,
+        trades=counters.trades, volume=format_decimal(spec.lots_to_quantity(counters.volume)),
+        open_orders=open_orders, queue_depth=actor.queue_depth, best_bid=level(bid),
+        best_ask=level(ask)))
+
+
+async def place_order(request: web.Request) -> web.Response:
+    """Place an order; 201 with the order and its fills, 422 if the engine rejects it."""
+    account = authenticate(request)
+    body: PlaceOrder = await read_body(request, PlaceOrder)
+    service = request.app[SERVICE]
+    ack = await answered(functools.partial(service.place, account, body))
+    return json_response(ack, 201)
+
+
+async def list_orders(request: web.Request) -> web.Response:
+    """The account's open orders."""
+    account = authenticate(request)
+    query: SymbolQuery = read_query(request, SymbolQuery)
+    registry = request.app[REGISTRY]
+    return json_response([registry.info(order)
+                          for order in registry.open_orders(account, query.symbol)])
+
+
+async def get_order(request: web.Request) -> web.Response:
+    """One of the account's orders, open or recently finished."""
+    account = authenticate(request)
+    registry = request.app[REGISTRY]
+    order = registry.owned(account, _order_id(request), None)
+    if order is None:
+        raise ApiError(ErrorCode.ORDER_NOT_FOUND, "no order of this account has that id",
+                       "order_id")
+    return json_response(registry.info(order))
+
+
+async def cancel_order(request: web.Request) -> web.Response:
+    """Cancel one of the account's open orders by id."""
+    account = authenticate(request)
+    service = request.app[SERVICE]
+    order_id = _order_id(request)
+    return json_response(await answered(
+        functools.partial(service.cancel, account, order_id, None)))
+
+
+async def cancel_by_client_id(request: web.Request) -> web.Response:
+    """Cancel one of the account's open orders by client order id."""
+    account = authenticate(request)
+    service = request.app[SERVICE]
+    client_order_id = request.match_info["client_order_id"]
+    return json_response(await answered(
+        functools.partial(service.cancel, account, None, client_order_id)))
+
+
+async def amend_order(request: web.Request) -> web.Response:
+    """Amend one of the account's open orders: new total quantity and/or price."""
+    account = authenticate(request)
+    body: AmendBody = await read_body(request, AmendBody)
+    service = request.app[SERVICE]
+    order_id = _order_id(request)
+    return json_response(await answered(
+        functools.partial(service.amend, account, order_id, None, body)))
+
+
+async def amend_by_client_id(request: web.Request) -> web.Response:
+    """Amend one of the account's open orders by client order id."""
+    account = authenticate(request)
+    body: AmendBody = await read_body(request, AmendBody)
+    service = request.app[SERVICE]
+    client_order_id = request.match_info["client_order_id"]
+    return json_response(await answered(
+        functools.partial(service.amend, account, None, client_order_id, body)))
+
+
+async def cancel_all(request: web.Request) -> web.Response:
+    """Cancel every open order of the account (of one symbol with ?symbol=)."""
+    account = authenticate(request)
+    query: SymbolQuery = read_query(request, SymbolQuery)
+    service = request.app[SERVICE]
+    return json_response(await answered(
+        functools.partial(service.cancel_all, account, query.symbol)))

@@ -1,0 +1,169 @@
+"""What a backtest measured, in decimal units, and the arithmetic of its series.
+
+Same inputs, same result: the result JSON is byte-identical between runs.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Sequence
+from decimal import Decimal
+
+import msgspec
+
+from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.types import Side
+from lobgw.orders import Fill
+from lobgw.sim.translate import TranslationStats
+
+NS = 1_000_000_000
+
+
+class PnlPoint(msgspec.Struct, frozen=True, array_like=True):
+    """[timestamp, position, realized, mark_to_mid] (money in price units)."""
+
+    timestamp: int
+    position: str
+    realized: str
+    mark_to_mid: str
+
+
+class BacktestResult(msgspec.Struct):
+    """Everything a backtest measured, in decimal units. Same inputs, same result."""
+
+    strategy: str
+    symbol: str
+    parameters: dict[str, str]
+    latency_us: int
+    start: int | None
+    end: int | None
+    fills: int
+    filled_quantity: str
+    average_price: str | None
+    arrival_price: str | None
+    implementation_shortfall_bps: float | None
+    market_vwap: str | None
+    slippage_vs_vwap_bps: float | None
+    fill_ratio: float | None
+    orders_sent: int
+    amends_sent: int
+    cancels_sent: int
+    rejections: dict[str, int]
+    final_position: str
+    realized_pnl: str
+    mark_to_mid_pnl: str
+    max_drawdown: str
+    markouts_bps: dict[str, float | None]
+    pnl: list[PnlPoint]
+    fill_list: list[Fill]
+    translation: TranslationStats
+    details: dict[str, object]
+
+    def table(self) -> str:
+        """A human-readable summary."""
+        def show(value: object) -> str:
+            if value is None:
+                return "-"
+            if isinstance(value, float):
+                return f"{value:,.2f}"
+            return str(value)
+
+        rows = [
+            ("strategy", self.strategy), ("symbol", self.symbol),
+            ("fills", self.fills), ("filled quantity", self.filled_quantity),
+            ("average price", self.average_price), ("arrival price", self.arrival_price),
+            ("implementation shortfall (bps)", self.implementation_shortfall_bps),
+            ("market VWAP", self.market_vwap),
+            ("slippage vs VWAP (bps)", self.slippage_vs_vwap_bps),
+            ("fill ratio", self.fill_ratio),
+            ("orders / amends / cancels",
+             f"{self.orders_sent} / {self.amends_sent} / {self.cancels_sent}"),
+            ("final position", self.final_position),
+            ("realized PnL", self.realized_pnl), ("mark-to-mid PnL", self.mark_to_mid_pnl),
+            ("max drawdown", self.max_drawdown),
+        ]
+        rows += [(f"markout {h} (bps)", v) for h, v in self.markouts_bps.items()]
+        rows += [(key, value) for key, value in self.details.items()]
+        rows += [("clipped historical events", self.translation.clipped)]
+        width = max(len(name) for name, _ in rows)
+        return "\n".join(f"{name:<{width}}  {show(value)}" for name, value in rows)
+
+
+Sample = tuple[int, int, int, float | None]
+"""(timestamp, position in lots, cash in tick-lots, mid in ticks)."""
+
+
+def pnl_series(samples: Sequence[Sample], fills: Sequence[Fill], spec: InstrumentSpec
+               ) -> tuple[list[PnlPoint], float, float]:
+    """Realized (average cost) and mark-to-mid PnL at each sample; max drawdown of the latter."""
+    money = spec.tick_size * spec.lot_size
+    fills = sorted(fills, key=lambda f: f.timestamp)
+    position = 0
+    cost = 0.0  # average-cost basis of the open position, in tick-lots
+    realized = 0.0
+    points: list[PnlPoint] = []
+    peak = -math.inf
+    drawdown = 0.0
+    index = 0
+    last_mid: float | None = None
+    for ts, held, cash, mid in samples:
+        last_mid = mid if mid is not None else last_mid
+        while index < len(fills) and fills[index].timestamp <= ts:
+            fill = fills[index]
+            index += 1
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            if position == 0 or (position > 0) == (signed > 0):
+                cost += signed * fill.price
+                position += signed
+                continue
+            closing = min(abs(signed), abs(position))
+            average_cost = cost / position
+            realized += closing * (fill.price - average_cost) * (1 if position > 0 else -1)
+            cost -= average_cost * closing * (1 if position > 0 else -1)
+            position += signed
+            if position == 0:
+                cost = 0.0
+            elif abs(signed) > closing:  # flipped: the rest opens at the fill price
+                cost = position * fill.price
+        mark = cash if last_mid is None else cash + held * last_mid
+        peak = max(peak, mark)
+        drawdown = max(drawdown, peak - mark)
+        points.append(PnlPoint(ts, money_text(held, spec.lot_size),
+                               money_value_text(realized, money), money_value_text(mark, money)))
+    return points, realized, drawdown
+
+
+def markout(mids: Sequence[tuple[int, float]], fills: Sequence[Fill], horizon: int
+            ) -> float | None:
+    """Mean of (mid after `horizon` seconds - fill price) x side, in bps of the fill price."""
+    if not mids or not fills:
+        return None
+    times = [ts for ts, _ in mids]
+    values: list[float] = []
+    for fill in fills:
+        later = fill.timestamp + horizon * NS
+        if later > times[-1]:
+            continue  # the data ends before the horizon
+        index = bisect.bisect_right(times, later) - 1
+        sign = 1 if fill.side is Side.BUY else -1
+        values.append(sign * (mids[index][1] - fill.price) / fill.price * 10_000)
+    return sum(values) / len(values) if values else None
+
+
+def price_text(value: Decimal | None, tick: Decimal) -> str | None:
+    if value is None:
+        return None
+    return format((value * tick).quantize(tick * Decimal("0.0001")).normalize(), "f")
+
+
+def money_text(value: int, unit: Decimal) -> str:
+    return format(unit * value, "f")
+
+
+def money_value_text(value: float, unit: Decimal) -> str:
+    return format((Decimal(repr(value)) * unit).quantize(Decimal("0.0001")), "f")
+
+
+def rounded(value: float | None, places: int = 4) -> float | None:
+    return None if value is None else round(value, places)
