@@ -16,7 +16,7 @@ run: $(STAMP)
 	$(BIN)/lobgw serve --config config.toml
 
 test: $(STAMP)
-	$(BIN)/ruff check lobgw tests benchmarks
+	$(BIN)/ruff check lobgw tests benchmarks examples
 	$(BIN)/mypy
 	$(BIN)/pytest
 

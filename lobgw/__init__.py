@@ -1,3 +1,3 @@
 """lobgw: a limit-order-book exchange gateway."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -505,6 +505,61 @@ def test_unknown_command_is_a_programming_error() -> None:
         Engine(SPEC).apply("cancel everything")  # type: ignore[arg-type]
 
 
+def test_batch_with_an_unknown_command_keeps_what_came_before_and_counts_only_it() -> None:
+    engine = Engine(SPEC)
+    events: list[Event] = []
+    batch = [limit(1, BUY, 5, 99), limit(2, SELL, 2, 101), "not a command",
+             limit(3, BUY, 1, 98)]
+    with pytest.raises(UnknownCommandError):
+        engine.apply_batch(batch, events)  # type: ignore[arg-type]
+    # the two commands before it were applied and their events are in the caller's hands
+    assert kinds(events) == ["OrderAccepted", "OrderAccepted"]
+    assert engine.seq == events[-1].seq == 2
+    assert engine.counters().messages == 2  # the unknown command and the one after: not counted
+    assert engine.order(3) is None
+    # the book goes on from there: no gap and no repeated sequence number
+    assert [e.seq for e in engine.apply(limit(4, BUY, 1, 97))] == [3]
+
+
+class FaultyEngine(Engine):
+    """An engine with a bug planted in one handler: it emits an event, then raises."""
+
+    def _amend(self, cmd: AmendOrder, events: list[Event]) -> None:
+        super()._amend(cmd, events)
+        raise RuntimeError("planted bug")
+
+
+def test_batch_whose_handler_raises_repairs_the_sequence_number() -> None:
+    engine = FaultyEngine(SPEC)
+    events: list[Event] = []
+    batch: list[AnyCommand] = [
+        limit(1, BUY, 5, 99),               # inline path
+        CancelOrder(1),                     # inline path
+        limit(2, SELL, 3, 101),             # inline path
+        AmendOrder(2, price=102),           # a handler: moves the order, then raises
+        limit(3, BUY, 1, 98),               # never applied
+    ]
+    with pytest.raises(RuntimeError, match="planted bug"):
+        engine.apply_batch(batch, events)
+    assert kinds(events) == ["OrderAccepted", "OrderCanceled", "OrderAccepted",
+                             "OrderAmended"]
+    assert [e.seq for e in events] == [1, 2, 3, 4]
+    assert engine.seq == 4  # the inline events before the handler are accounted for
+    assert engine.counters().messages == 5
+    assert engine.order(3) is None and engine.best_ask() == (102, 3)
+    assert [e.seq for e in engine.apply(limit(4, BUY, 1, 97))] == [5]
+
+
+def test_batch_raising_on_the_inline_path_keeps_the_sequence_of_its_events() -> None:
+    engine = FaultyEngine(SPEC)
+    events: list[Event] = []
+    engine.apply_batch([limit(1, BUY, 5, 99)], events)
+    with pytest.raises(RuntimeError):
+        engine.apply_batch([limit(2, BUY, 1, 98), AmendOrder(1, quantity=9)], events)
+    assert [e.seq for e in events] == [1, 2, 3]
+    assert engine.seq == 3
+
+
 # -- queries -----------------------------------------------------------------------------------
 
 def test_queries_spread_mid_depth_and_counters() -> None:

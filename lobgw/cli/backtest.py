@@ -70,11 +70,13 @@ def backtest_command(args: argparse.Namespace) -> int:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)
         return 1
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")
     print(result.table())
     if args.plot is not None:
         from lobgw.sim.backtest.plot import plot_result
 
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
         plot_result(result, spec, args.plot)
         print(f"plot written to {args.plot}")
     return 0

@@ -70,7 +70,8 @@ def init(args: argparse.Namespace) -> int:
         return 2
     directory.mkdir(parents=True, exist_ok=True)
     path.write_text(STARTER.format(path=path, alice_key=_key("alice"), bob_key=_key("bob"),
-                                   data=(directory / "data").as_posix()), encoding="utf-8")
+                                   data=(directory.resolve() / "data").as_posix()),
+                    encoding="utf-8")
     path.chmod(0o600)  # it holds secrets
     print(f"wrote {path} (two accounts with fresh API keys); start the gateway with:\n"
           f"    lobgw serve --config {path}")

@@ -41,6 +41,8 @@ def replay_command(args: argparse.Namespace) -> int:
     spec = data_and_spec("replay", path, args)
     if spec is None:
         return 2
+    if args.book_out is not None:
+        args.book_out.parent.mkdir(parents=True, exist_ok=True)
     try:
         if args.into:
             if not args.api_key:

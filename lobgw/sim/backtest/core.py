@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import os
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
 
@@ -48,7 +49,7 @@ from lobgw.sim.backtest.results import (
     price_text,
     rounded,
 )
-from lobgw.sim.records import Kind, MarketRecord
+from lobgw.sim.records import Kind, MarketRecord, PathLike, read_records
 from lobgw.sim.translate import Translator
 
 STRATEGY_ACCOUNT = "strategy"
@@ -418,16 +419,23 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
 
 
 class BacktestEngine:
-    """The notebook API: configure once, `run()` to get a BacktestResult."""
+    """The notebook API: configure once, `run()` to get a BacktestResult.
 
-    def __init__(self, records: Iterable[MarketRecord], spec: InstrumentSpec,
+    `data` is a file (str or path, read with `format`'s reader) or records already read.
+    """
+
+    def __init__(self, data: Iterable[MarketRecord] | PathLike, spec: InstrumentSpec,
                  strategy: BaseStrategy, latency_us: int = 0,
-                 seed_levels: list[tuple[Side, int, int]] | None = None) -> None:
-        self.records = records
+                 seed_levels: list[tuple[Side, int, int]] | None = None,
+                 format: str = "lobster") -> None:
+        if isinstance(data, str | os.PathLike):
+            data = read_records(format, data, spec)
+        self.records = data
         self.spec = spec
         self.strategy = strategy
         self.latency_us = latency_us
         self.seed_levels = seed_levels
+        self.translator = Translator.for_format(format)
 
     def run(self) -> BacktestResult:
         """Run to completion (starts its own event loop)."""
@@ -435,4 +443,5 @@ class BacktestEngine:
         side = getattr(self.strategy, "side", None)
         return asyncio.run(run_backtest(
             self.records, self.spec, self.strategy, latency_us=self.latency_us,
-            seed_levels=self.seed_levels, target=target, side=side))
+            seed_levels=self.seed_levels, target=target, side=side,
+            translator=self.translator))
