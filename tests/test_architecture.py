@@ -234,3 +234,20 @@ def test_the_api_document_lists_every_code_under_its_status() -> None:
     for code, (status, _) in ERRORS.items():
         assert code.value in rows.get(status, set()), f"docs/api.md: {code} under {status}"
     assert set().union(*rows.values()) <= {code.value for code in ErrorCode}
+
+
+@pytest.mark.parametrize(("module", "absent"), [
+    ("lobgw.actors", {"aioprometheus", "aiohttp", "websockets"}),
+    ("lobgw.book", {"asyncio", "aiohttp", "aioprometheus"}),
+    ("lobgw.orders", {"asyncio", "aiohttp", "aioprometheus"}),
+])
+def test_importing_a_layer_loads_nothing_it_must_not(module: str, absent: set[str]) -> None:
+    """Transitively, in a fresh interpreter (the actors once pulled in aioprometheus)."""
+    import subprocess
+    import sys
+
+    probe = (f"import sys, {module}; print(sorted(m for m in {sorted(absent)!r} "
+             "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "[]"
