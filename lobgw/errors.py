@@ -12,11 +12,14 @@ replies; these are the rest.
     ├── RefusedError             the runtime cannot take a request right now
     │   ├── OverloadedError          a symbol's command queue is full (retry shortly)
     │   ├── ShuttingDownError        the runtime is stopping and takes nothing new
+    │   ├── NotReadyError            the symbol is still recovering its journal
     │   ├── UnknownSymbolError       no actor trades that symbol
     │   └── JournalUnavailableError  the journal cannot be written (also a JournalError)
     ├── JournalError             the durable history of a symbol
     │   ├── JournalUnavailableError  (above)
-    │   ├── JournalCorruptError      a record in the middle of the history fails its checks
+    │   ├── JournalCorruptError      the history fails its checks (recovery refuses to start)
+    │   ├── JournalLockedError       another process holds the journal directory
+    │   ├── JournalSpecError         the config's instrument differs from the journal's
     │   └── SnapshotDamagedError     a snapshot file fails its checks (an older one is tried)
     ├── ApiError                 a refusal as the gateway answers it (lobgw.gateway.errors)
     ├── InternalError            an unexpected failure, reported to clients only by its id
@@ -78,6 +81,7 @@ class ErrorCode(enum.StrEnum):
     OVERLOADED = "OVERLOADED"
     JOURNAL_UNAVAILABLE = "JOURNAL_UNAVAILABLE"
     SHUTTING_DOWN = "SHUTTING_DOWN"
+    NOT_READY = "NOT_READY"
     INTERNAL_ERROR = "INTERNAL_ERROR"
 
 
@@ -144,6 +148,10 @@ class ShuttingDownError(RefusedError):
     """The runtime is shutting down and accepts no new work."""
 
 
+class NotReadyError(RefusedError):
+    """The symbol is still recovering its journal; it takes requests once it is done."""
+
+
 class UnknownSymbolError(RefusedError):
     """No actor trades the requested symbol.
 
@@ -166,13 +174,40 @@ class JournalUnavailableError(JournalError, RefusedError):
 
 
 class JournalCorruptError(JournalError):
-    """A journal record in the middle of the history fails its checks."""
+    """The journal's history fails its checks: recovery refuses to start.
 
-    def __init__(self, path: Path, offset: int, reason: str) -> None:
-        super().__init__(f"{path} at offset {offset}: {reason} "
-                         "(start with --repair to keep what comes before and quarantine the rest)")
+    `dropped`: how many journaled (acknowledged) commands `--repair` would quarantine.
+    """
+
+    def __init__(self, path: Path, offset: int, reason: str, dropped: int = 0) -> None:
+        super().__init__(f"{path} at offset {offset}: {reason} (start with --repair to keep "
+                         "what comes before and quarantine the rest: that drops "
+                         f"{dropped} journaled command(s))")
         self.path = path
         self.offset = offset
+        self.reason = reason
+        self.dropped = dropped
+
+
+class JournalLockedError(JournalError):
+    """Another process uses the journal directory."""
+
+    def __init__(self, directory: Path, holder: str) -> None:
+        super().__init__(f"the journal directory {directory} is in use by pid {holder}")
+        self.directory = directory
+        self.holder = holder
+
+
+class JournalSpecError(JournalError):
+    """The configured instrument differs from the one the journal was written with."""
+
+    def __init__(self, symbol: str, directory: Path, differences: str) -> None:
+        super().__init__(f"{symbol}: the config changes the instrument its journal "
+                         f"({directory}) was written with: {differences}; prices and "
+                         "quantities in the journal are ticks and lots of the old one, so "
+                         "lobgw will not reinterpret them (move the journal away to start "
+                         "this symbol afresh)")
+        self.symbol = symbol
 
 
 class SnapshotDamagedError(JournalError):

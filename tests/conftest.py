@@ -18,6 +18,7 @@ from aiohttp import web
 
 from lobgw.config import Config
 from lobgw.gateway.app import create_app
+from lobgw.gateway.keys import STATE
 
 ALICE_KEY = "test-alice-key-000000000000000001"
 BOB_KEY = "test-bob-key-0000000000000000000002"
@@ -111,6 +112,9 @@ async def start_gateway(config: Config) -> tuple[web.AppRunner, str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
+    recovery = app[STATE].recovery
+    if recovery is not None:
+        await recovery
     host, port = runner.addresses[0][:2]
     return runner, f"http://{host}:{port}"
 

@@ -239,6 +239,10 @@ async def test_unwritable_journal_refuses_orders_until_it_can_write(tmp_path: Pa
         accepted = len(statuses) - 1
         async with session.get(url + "/metrics") as reply:
             assert 'lobgw_journal_available{symbol="BTC-USD"} 0' in await reply.text()
+        async with session.get(url + "/ready") as reply:  # a load balancer must look away
+            assert reply.status == 503
+            assert (await reply.json())["failing"] == {
+                "BTC-USD": "its journal cannot be written"}
         assert len(await open_orders(url)) == accepted  # the refused order is not in the book
         unlimited = (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
         resource.prlimit(process.pid, resource.RLIMIT_FSIZE, unlimited)  # the disk is back
@@ -246,6 +250,8 @@ async def test_unwritable_journal_refuses_orders_until_it_can_write(tmp_path: Pa
         assert status == 201, body
         async with session.get(url + "/metrics") as reply:
             assert 'lobgw_journal_available{symbol="BTC-USD"} 1' in await reply.text()
+        async with session.get(url + "/ready") as reply:
+            assert reply.status == 200
     stderr = await stop(process)
     assert "journal write failed" in stderr and "writable again" in stderr
     process = await start(config, port)

@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from lobgw.actors.journal import Journal, Recovery
+from lobgw.actors.journal import SNAPSHOT_BUCKETS, Journal, Recovery
 from lobgw.book.commands import AnyCommand
 from lobgw.book.engine import Engine
 from lobgw.book.events import Event
@@ -35,9 +37,11 @@ from lobgw.book.views import BookSnapshot, Counters, OrderView
 from lobgw.errors import (
     InternalError,
     JournalUnavailableError,
+    NotReadyError,
     OverloadedError,
     ShuttingDownError,
 )
+from lobgw.histogram import FastHistogram
 
 T = TypeVar("T")
 
@@ -68,6 +72,16 @@ class BookReader(Protocol):
 
 Listener = Callable[[str, list[Event], BookReader], None]
 """Called inside the actor after each batch with the symbol, its events and the book."""
+
+Capture = Callable[[], bytes]
+"""A listener's state for one symbol as of the end of the last batch, for a snapshot."""
+
+Restore = Callable[[bytes], None]
+"""Gives a listener back the state its capture saved in the snapshot recovery starts from."""
+
+SNAPSHOT_RETRY_FIRST = 1.0
+SNAPSHOT_RETRY_MAX = 60.0
+"""Seconds before a failed snapshot is tried again: doubling from the first to the max."""
 
 LatencyObserver = Callable[[str, float], None]
 """Told each request's seconds from enqueue to its events being published."""
@@ -137,10 +151,23 @@ class SymbolActor:
         self._observe_latency = observe_latency
         self._task: asyncio.Task[None] | None = None
         self._accepting = True
+        self._recovered = journal is None
+        """A journaled symbol takes requests only once its journal tail is applied."""
         self._resumed = asyncio.Event()
         self._resumed.set()
         self.batches = 0
         self.failures = 0
+        self._parts: dict[str, tuple[Capture, Restore]] = {}
+        self._snapshotting: asyncio.Task[None] | None = None
+        self._snapshot_retry_at = 0.0
+        self._snapshot_backoff = SNAPSHOT_RETRY_FIRST
+        self.snapshot_error: str | None = None
+        """Why the last snapshot failed (None once one succeeds again)."""
+        self.snapshot_failures = 0
+        self.snapshot_pause = FastHistogram(SNAPSHOT_BUCKETS)
+        """Seconds a snapshot held the actor (the book is captured by forking a child)."""
+        self.snapshot_write = FastHistogram(SNAPSHOT_BUCKETS)
+        """Seconds from a snapshot's capture until its file is durable."""
 
     @property
     def spec(self) -> InstrumentSpec:
@@ -170,6 +197,19 @@ class SymbolActor:
         return self._accepting and self._task is not None and not self._task.done()
 
     @property
+    def unready_reason(self) -> str | None:
+        """Why the symbol cannot take orders right now, or None when it can."""
+        if not self._accepting:
+            return "stopped"
+        if not self._recovered:
+            return "recovering its journal"
+        if self._task is None or self._task.done():
+            return "stopped" if self._task is not None else "not started"
+        if not self.journal_available:
+            return "its journal cannot be written"
+        return None
+
+    @property
     def queue_depth(self) -> int:
         """Requests waiting in the queue."""
         return self._queue.qsize()
@@ -191,6 +231,11 @@ class SymbolActor:
         """Publish every batch's events to `listener` (in the order listeners were added)."""
         self._listeners.append(listener)
 
+    def add_snapshot_part(self, name: str, capture: Capture, restore: Restore) -> None:
+        """Save a listener's state in this symbol's snapshots beside the book (captured at
+        the same batch boundary), and give it back on recovery before the journal tail."""
+        self._parts[name] = (capture, restore)
+
     def restore(self, snapshot: BookSnapshot) -> None:
         """Before `start`: replace the book with an identical copy of a snapshot's."""
         if self._task is not None:
@@ -207,11 +252,17 @@ class SymbolActor:
         journal = self.journal
         if journal is None:
             raise RuntimeError(f"{self.symbol} has no journal to recover from")
-        snapshot, recovery, batches = journal.recover(self.spec, repair)
+        journal.check_spec(self.spec)
+        snapshot, recovery, batches = await asyncio.to_thread(journal.recover, self.spec,
+                                                              repair)
+        journal.record_spec(self.spec)
         if snapshot is not None:
             self.restore(snapshot)
             if restored is not None:
                 restored(snapshot)
+        for name, (_, give_back) in self._parts.items():
+            if name in recovery.parts:
+                give_back(recovery.parts[name])
         self.start()
         started = time.perf_counter()
         future: asyncio.Future[Any] | None = None
@@ -224,6 +275,7 @@ class SymbolActor:
         journal.open()
         # The tail counts towards the next snapshot (so a clean stop snapshots it).
         journal.commands_since_snapshot = recovery.commands
+        self._recovered = True
         return recovery
 
     # -- requests --------------------------------------------------------------------------
@@ -252,6 +304,8 @@ class SymbolActor:
         of all their events. `after_row` sees the book after each row (inside the actor)."""
         if not self._accepting:
             raise ShuttingDownError(f"{self.symbol} is shutting down")
+        if not self._recovered:
+            raise NotReadyError(f"{self.symbol} is recovering its journal")
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()
         await self._queue.put(_Request(rows, future=future, after_row=after_row))
         return future
@@ -260,6 +314,8 @@ class SymbolActor:
         """Queue a request now, or refuse it: shutting down, or the queue is full."""
         if not self._accepting:
             raise ShuttingDownError(f"{self.symbol} is shutting down")
+        if not self._recovered:
+            raise NotReadyError(f"{self.symbol} is recovering its journal")
         try:
             self._queue.put_nowait(request)
         except asyncio.QueueFull:
@@ -278,9 +334,10 @@ class SymbolActor:
             if journal is not None:
                 batch = await self._journal_batch(journal, batch)
             stop = self._apply(batch)
-            if journal is not None and (journal.snapshot_due()
-                                        or (stop and journal.commands_since_snapshot)):
-                await self._snapshot(journal)  # also on a clean stop: a fast next start
+            if journal is not None and stop:
+                await self._snapshot(journal, final=True)  # a fast next start
+            elif journal is not None and journal.snapshot_due():
+                await self._snapshot(journal)
             if stop:
                 return
 
@@ -321,13 +378,92 @@ class SymbolActor:
             self.journal_available = True
         return batch
 
-    async def _snapshot(self, journal: Journal) -> None:
-        snapshot = self._engine.snapshot()
+    def _capture_parts(self) -> dict[str, bytes]:
+        return {name: capture() for name, (capture, _) in self._parts.items()}
+
+    async def _snapshot(self, journal: Journal, final: bool = False) -> None:
+        """Snapshot the book as of the end of this batch, off the hot path.
+
+        The parent only rotates the journal and forks: the child, a copy-on-write image of
+        this moment, builds, encodes and writes the snapshot while the actor goes on. The
+        clean-stop snapshot (`final`) is written here instead, after any in flight.
+        """
+        if journal.failed is not None:
+            return  # the disk already failed us: the journal and its marker are the record
+        if final:
+            if self._snapshotting is not None:
+                await self._snapshotting
+            if not journal.commands_since_snapshot:
+                return
+            started = time.perf_counter()
+            try:
+                await asyncio.to_thread(journal.write_snapshot, self._engine.snapshot(),
+                                        self._capture_parts())
+            except OSError as error:
+                self._snapshot_failed(f"{error}")
+            else:
+                self.snapshot_write.observe(time.perf_counter() - started)
+            return
+        if self._snapshotting is not None or time.monotonic() < self._snapshot_retry_at:
+            return
+        started = time.perf_counter()
         try:
-            await asyncio.to_thread(journal.write_snapshot, snapshot)
-        except OSError:
-            log.exception("%s: snapshot failed; the journal keeps everything meanwhile",
-                          self.symbol)
+            segment = journal.rotate()
+            reader, writer = os.pipe()
+            pid = os.fork()
+        except OSError as error:
+            self._snapshot_failed(f"cannot start a snapshot: {error}")
+            return
+        if pid == 0:  # the child: nothing but the snapshot, then out without cleanup
+            code = 0
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.close(reader)
+                journal.store_snapshot(segment, journal.snapshot_bytes(
+                    segment, self._engine.snapshot(), self._capture_parts()))
+            except BaseException as error:
+                os.write(writer, f"{type(error).__name__}: {error}".encode()[:4000])
+                code = 1
+            finally:
+                os._exit(code)
+        os.close(writer)
+        self.snapshot_pause.observe(time.perf_counter() - started)
+        self._snapshotting = asyncio.create_task(
+            self._finish_snapshot(journal, pid, reader, segment, started),
+            name=f"snapshot:{self.symbol}")
+
+    async def _finish_snapshot(self, journal: Journal, pid: int, reader: int, segment: int,
+                               started: float) -> None:
+        try:
+            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
+            message = os.read(reader, 4096).decode(errors="replace")
+        finally:
+            os.close(reader)
+        try:
+            if os.waitstatus_to_exitcode(status) != 0:
+                self._snapshot_failed(message or f"the snapshot process ended with {status}")
+                return
+            journal.prune(segment)
+            self.snapshot_write.observe(time.perf_counter() - started)
+            if self.snapshot_error is not None:
+                log.warning("%s: snapshots are written again", self.symbol)
+            self.snapshot_error = None
+            self._snapshot_backoff = SNAPSHOT_RETRY_FIRST
+        except OSError as error:
+            self._snapshot_failed(f"{error}")
+        finally:
+            self._snapshotting = None
+
+    def _snapshot_failed(self, reason: str) -> None:
+        """Count a failed snapshot and back off; one log line per change of state."""
+        self.snapshot_failures += 1
+        if self.snapshot_error is None:
+            log.error("%s: snapshot failed (%s); the journal keeps everything meanwhile, "
+                      "retrying with back-off", self.symbol, reason)
+        self.snapshot_error = reason
+        self._snapshot_retry_at = time.monotonic() + self._snapshot_backoff
+        self._snapshot_backoff = min(SNAPSHOT_RETRY_MAX, self._snapshot_backoff * 2)
 
     def _answer(self, request: _Request, result: Any, error: BaseException | None) -> None:
         if request.reply is not None:

@@ -1,28 +1,44 @@
 """Durability for one symbol: an append-only command journal, snapshots and recovery.
 
-Layout of a symbol's directory (`<journal dir>/<symbol>/`):
+Layout of a journal directory (`journal.directory`):
 
-    journal-00000003.log     commands, in the order the engine applied them
-    snapshot-00000003.snap   the engine before segment 3 (after segments 0..2)
+    LOCK                         held (flock) by the one process that uses the directory
+    <symbol>/instrument.json     the instrument spec the journal's ticks and lots mean
+    <symbol>/journal-00000003.log    commands, in the order the engine applied them
+    <symbol>/snapshot-00000003.snap  the book before segment 3 (after segments 0..2)
+    <symbol>/UNACKNOWLEDGED      only after a write that could not be undone (see below)
+    <symbol>/quarantine/         what --repair (or a torn tail) moved out of the way
 
 A journal record is one actor batch: `<length u32><crc32 u32><msgpack list of commands>`.
 The actor writes (and, by policy, fsyncs) a batch's record before it applies the batch, so
 nothing is acknowledged that is not in the journal, and recovery (snapshot, then the journal
 tail through the same deterministic engine) rebuilds the identical book and sequence numbers.
 
-Snapshots are written to a temporary file, fsynced, renamed and the directory fsynced; then a
-new segment starts and segments and snapshots the new snapshot covers are deleted (the
-previous snapshot and its segments are kept as a fallback).
+**A failed write leaves no trace.** When a write or an fsync fails, the segment is cut back
+to the end of the last good record (and fsynced) before the batch is refused, so a refused
+order can never come back after a restart. If even that fails, the journal stops taking
+writes until a restart and leaves `UNACKNOWLEDGED` with the good length: recovery cuts the
+segment there before reading it.
 
-Damage on recovery: a record cut short at the very end of the last segment (a crash
-mid-write) is a torn tail: it is truncated away and reported. Anything else that fails its
-length or CRC check is corruption: recovery stops with `JournalCorruptError` naming the file
-and offset, unless `repair` is set, which keeps everything before the damage and moves the
-rest to `quarantine/` — nothing is silently dropped.
+**Torn versus corrupt.** Only a record that runs past the end of the last segment, with no
+valid record after its start, is a torn tail (the crash cut the last write): it is cut off,
+kept in `quarantine/`, and reported with a WARNING. Everything else is corruption and stops
+recovery with `JournalCorruptError` naming the file, the offset and what is wrong: a
+complete record with a bad CRC, a length that points at something that is not a record, a
+record that does not decode, a gap in the chain of segments, and no usable snapshot while
+the journal no longer begins at its first segment. `repair` keeps what comes before the
+damage, moves the rest to `quarantine/`, and reports how many journaled (acknowledged)
+commands it dropped.
+
+Snapshots are written to a temporary file, fsynced, renamed and the directory fsynced; the
+journal rotates to a new segment at the moment a snapshot is taken, and once the snapshot is
+stored, segments and snapshots it makes unnecessary are deleted (the previous snapshot and
+its segments are kept as a fallback).
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import struct
@@ -31,7 +47,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import IO, Literal
 
 import msgspec
 
@@ -40,6 +56,8 @@ from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.views import BookSnapshot
 from lobgw.errors import (
     JournalCorruptError,
+    JournalLockedError,
+    JournalSpecError,
     JournalUnavailableError,
     LobgwError,
     SnapshotDamagedError,
@@ -51,8 +69,12 @@ log = logging.getLogger("lobgw.journal")
 FsyncPolicy = Literal["batch", "always", "off"]
 HEADER = struct.Struct("<II")
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
-SNAPSHOT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
-SNAPSHOT_VERSION = 1
+SNAPSHOT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSIONS = (1, 2)
+"""Versions recovery reads (1: the book only; 2: the book and the listeners' parts)."""
+MARKER = "UNACKNOWLEDGED"
+SPEC_FILE = "instrument.json"
 
 _encode = msgspec.msgpack.Encoder().encode
 _decode_commands = msgspec.msgpack.Decoder(list[AnyCommand]).decode
@@ -67,6 +89,17 @@ class SnapshotFile(msgspec.Struct, frozen=True):
     """The first journal segment not included in this snapshot."""
     max_order_id: int
     book: BookSnapshot
+    parts: dict[str, bytes] = msgspec.field(default_factory=dict)
+    """State of the actor's listeners as of the same moment (order history, recent trades),
+    by name; each part restores itself."""
+
+
+class Unacknowledged(msgspec.Struct, frozen=True):
+    """The marker left when a failed write could not be cut back."""
+
+    segment: int
+    good_length: int
+    reason: str
 
 
 @dataclass
@@ -79,8 +112,15 @@ class Recovery:
     commands: int = 0
     torn_bytes: int = 0
     quarantined: list[Path] = field(default_factory=list)
+    dropped_commands: int = 0
+    """Journaled commands --repair moved to quarantine (they were acknowledged)."""
+    unparsed_bytes: int = 0
+    """Quarantined bytes that are not even a damaged record."""
+    unacknowledged_bytes: int = 0
+    """Bytes after a failed write that were never acknowledged, cut at start-up."""
     max_order_id: int = 0
     seconds: float = 0.0
+    parts: dict[str, bytes] = field(default_factory=dict)
 
 
 def segment_path(directory: Path, index: int) -> Path:
@@ -117,11 +157,66 @@ def frame(payload: bytes) -> bytes:
     return HEADER.pack(len(payload), zlib.crc32(payload)) + payload
 
 
+def _record_at(data: bytes, offset: int) -> int | None:
+    """The end of a valid record starting at `offset`, or None."""
+    if len(data) - offset < HEADER.size:
+        return None
+    length, crc = HEADER.unpack_from(data, offset)
+    start = offset + HEADER.size
+    if not length or start + length > len(data):
+        return None
+    return start + length if zlib.crc32(data[start:start + length]) == crc else None
+
+
+def _next_record(data: bytes, offset: int) -> int | None:
+    """The offset of the first valid record at or after `offset`, or None."""
+    for candidate in range(offset, len(data) - HEADER.size):
+        if _record_at(data, candidate) is not None:
+            return candidate
+    return None
+
+
+class Salvage(msgspec.Struct):
+    """What the part of a segment from some offset on holds."""
+
+    commands: int = 0
+    """Commands in the valid records."""
+    garbage: int = 0
+    """Bytes that are no valid, decodable record."""
+    max_order_id: int = 0
+
+
+def salvage(data: bytes, offset: int) -> Salvage:
+    """Scan `data` from `offset` for valid records (skipping what is not one): what
+    quarantining that part drops, and the order ids it had handed out."""
+    found = Salvage()
+    while offset < len(data):
+        end = _record_at(data, offset)
+        if end is None:
+            following = _next_record(data, offset + 1)
+            found.garbage += (following if following is not None else len(data)) - offset
+            if following is None:
+                break
+            offset = following
+            continue
+        try:
+            commands = _decode_commands(data[offset + HEADER.size:end])
+        except msgspec.ValidationError:
+            found.garbage += end - offset
+        else:
+            found.commands += len(commands)
+            for command in commands:
+                if isinstance(command, SubmitOrder):
+                    found.max_order_id = max(found.max_order_id, command.order_id)
+        offset = end
+    return found
+
+
 def read_records(path: Path, last_segment: bool) -> Iterator[tuple[int, bytes | None, str]]:
     """Yield (offset, payload, problem) for each record; payload None marks damage.
 
-    The problem is "torn" for a cut-short record at the end of the last segment, else a
-    description of the corruption (and reading stops there).
+    The problem is "torn" for a record cut short at the end of the last segment (nothing
+    valid follows its start), else a description of the corruption; reading stops there.
     """
     data = path.read_bytes()
     offset = 0
@@ -133,17 +228,69 @@ def read_records(path: Path, last_segment: bool) -> Iterator[tuple[int, bytes | 
         length, crc = HEADER.unpack_from(data, offset)
         start = offset + HEADER.size
         if start + length > end:
-            yield offset, None, "torn" if last_segment else "record runs past the file end"
+            following = _next_record(data, offset + 1)
+            if last_segment and following is None:
+                yield offset, None, "torn"
+            elif following is not None:
+                yield offset, None, (f"damaged length field ({length} bytes would run past "
+                                     f"the end; a valid record follows at offset {following})")
+            else:
+                yield offset, None, "record runs past the end of a segment that is not the last"
             return
         payload = data[start:start + length]
         if zlib.crc32(payload) != crc:
-            if last_segment and start + length == end:
-                yield offset, None, "torn"  # the last write of a crash may be garbage
-            else:
-                yield offset, None, "CRC mismatch"
+            yield offset, None, "CRC mismatch (the record is complete, its content is not)"
             return
         yield offset, payload, ""
         offset = start + length
+
+
+def read_snapshot(path: Path) -> SnapshotFile:
+    """Decode one snapshot file; raise SnapshotDamagedError if it fails its checks."""
+    for _, payload, problem in read_records(path, last_segment=False):
+        if payload is None:
+            raise SnapshotDamagedError(f"{path}: {problem}")
+        try:
+            return msgspec.msgpack.decode(payload, type=SnapshotFile)
+        except msgspec.ValidationError as error:
+            raise SnapshotDamagedError(f"{path}: undecodable: {error}") from None
+    raise SnapshotDamagedError(f"{path}: empty")
+
+
+def _spec_text(spec: InstrumentSpec) -> str:
+    return msgspec.json.encode(spec).decode()
+
+
+class DirectoryLock:
+    """An exclusive lock on a journal directory, held for the life of the process.
+
+    `fcntl.flock` on `LOCK`, which also holds the pid of its holder: a second gateway on the
+    same directory is refused at start-up instead of writing the same journal.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / "LOCK"
+        handle: IO[str] = self.path.open("a+")
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise JournalLockedError(directory, holder) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        self._handle: IO[str] | None = handle
+
+    def release(self) -> None:
+        """Give the directory up (at shutdown)."""
+        if self._handle is not None:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
 
 
 class Journal:
@@ -159,13 +306,51 @@ class Journal:
         self.snapshot_every_seconds = snapshot_every_seconds
         self.segment = 0
         self._file: int | None = None
+        self._good_length = 0
+        self.failed: str | None = None
+        """Why the journal takes no more writes (a failed write that could not be undone)."""
         self.bytes_written = 0
         self.records_written = 0
         self.commands_since_snapshot = 0
         self.last_snapshot = time.monotonic()
         self.max_order_id = 0
         self.fsync_seconds = FastHistogram(FSYNC_BUCKETS)
-        self.snapshot_seconds = FastHistogram(SNAPSHOT_BUCKETS)
+        # Seams for fault-injection tests: the system calls the journal writes with.
+        self._write = os.write
+        self._fsync = os.fsync
+
+    # -- the instrument ----------------------------------------------------------------------
+
+    def check_spec(self, spec: InstrumentSpec) -> None:
+        """Refuse a spec that differs from the one this journal's ticks and lots were written
+        in (JournalSpecError, old and new values); record it if the journal has none yet."""
+        recorded = self.recorded_spec()
+        if recorded is not None and recorded != spec:
+            differences = [
+                f"{name} {getattr(recorded, name)} -> {getattr(spec, name)}"
+                for name in ("tick_size", "lot_size", "min_quantity", "max_quantity",
+                             "price_band_low", "price_band_high")
+                if getattr(recorded, name) != getattr(spec, name)]
+            raise JournalSpecError(self.symbol, self.directory, ", ".join(differences))
+
+    def recorded_spec(self) -> InstrumentSpec | None:
+        """The spec the journal was written with: its file, else its newest snapshot's."""
+        path = self.directory / SPEC_FILE
+        if path.exists():
+            return msgspec.json.decode(path.read_bytes(), type=InstrumentSpec)
+        found = self.newest_snapshot(quiet=True)
+        return None if found is None else found[1].book.spec
+
+    def record_spec(self, spec: InstrumentSpec) -> None:
+        """Write the spec file (once, when the journal starts)."""
+        path = self.directory / SPEC_FILE
+        if not path.exists():
+            temporary = path.with_suffix(".tmp")
+            temporary.write_text(_spec_text(spec) + "\n")
+            with temporary.open("rb") as handle:
+                os.fsync(handle.fileno())
+            temporary.rename(path)
+            _fsync_directory(self.directory)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -175,105 +360,185 @@ class Journal:
 
         Returns the book as of the snapshot (None: start from an empty book of `spec`), what
         was found, and the tail's batches of commands, which the caller applies through the
-        actor (so listeners see them).
+        actor (so listeners see them). Raises JournalCorruptError on damage unless `repair`.
         `read_only` changes no file: a torn tail is only reported, corruption always raises.
         """
         started = time.perf_counter()
         if not read_only:
             self.directory.mkdir(parents=True, exist_ok=True)
         recovery = Recovery()
+        cut = self._unacknowledged(recovery, read_only)
         found = self.newest_snapshot()
         book = None
+        first = 0
+        all_segments = segment_indices(self.directory)
         if found is not None:
             index, loaded = found
             book = loaded.book
+            first = index
             recovery.snapshot_segment = index
             recovery.snapshot_seq = loaded.book.seq
             recovery.max_order_id = loaded.max_order_id
-        first = recovery.snapshot_segment or 0
-        segments = [i for i in segment_indices(self.directory) if i >= first]
+            recovery.parts = dict(loaded.parts)
+        elif all_segments and all_segments[0] != 0:
+            damaged = len(snapshot_indices(self.directory))
+            self._corrupt(recovery, repair, read_only, all_segments, 0,
+                          f"no usable snapshot ({damaged} damaged) and the journal starts at "
+                          f"segment {all_segments[0]}: the history before it is gone")
+            all_segments = []
+        segments = [i for i in all_segments if i >= first]
+        for position, index in enumerate(segments):
+            if index != first + position:
+                missing = first + position
+                self._corrupt(recovery, repair, read_only, segments[position:], 0,
+                              f"segment {missing} is missing from the chain "
+                              f"({segment_path(self.directory, missing).name})")
+                segments = segments[:position]
+                break
         batches: list[list[AnyCommand]] = []
         for position, index in enumerate(segments):
             path = segment_path(self.directory, index)
             last = position == len(segments) - 1
-            for offset, payload, problem in read_records(path, last):
-                if payload is not None:
-                    try:
-                        commands = _decode_commands(payload)
-                    except msgspec.ValidationError as error:
-                        payload, problem = None, f"undecodable record: {error}"
-                    else:
-                        batches.append(commands)
-                        recovery.records += 1
-                        recovery.commands += len(commands)
-                        for command in commands:
-                            if isinstance(command, SubmitOrder) and \
-                                    command.order_id > recovery.max_order_id:
-                                recovery.max_order_id = command.order_id
-                        continue
-                if problem == "torn":
-                    size = path.stat().st_size
-                    recovery.torn_bytes = size - offset
-                    if read_only:
-                        break
-                    with path.open("r+b") as handle:
-                        handle.truncate(offset)
-                        os.fsync(handle.fileno())
-                    log.warning("%s: torn last record (%d bytes at offset %d) truncated",
-                                path, recovery.torn_bytes, offset)
-                    break
-                if not repair or read_only:
-                    raise JournalCorruptError(path, offset, problem)
-                recovery.quarantined = self._quarantine(path, offset, segments[position + 1:])
-                log.error("%s: %s at offset %d: kept what came before, quarantined %s", path,
-                          problem, offset, ", ".join(map(str, recovery.quarantined)))
-                segments = segments[:position + 1]
-                break
-            else:
+            stop_at = cut if cut is not None and cut[0] == index else None
+            damaged_at = self._read_segment(path, last, batches, recovery, stop_at)
+            if damaged_at is None:
                 continue
+            offset, problem = damaged_at
+            if problem == "torn":
+                self._cut_torn(path, offset, recovery, read_only)
+                break
+            self._corrupt(recovery, repair, read_only, segments[position:], offset, problem)
+            segments = segments[:position + 1]
             break
         self.segment = segments[-1] if segments else first
         self.max_order_id = recovery.max_order_id
         recovery.seconds = time.perf_counter() - started
         return book, recovery, batches
 
-    def newest_snapshot(self) -> tuple[int, SnapshotFile] | None:
+    def _read_segment(self, path: Path, last: bool, batches: list[list[AnyCommand]],
+                      recovery: Recovery, stop_at: tuple[int, int] | None
+                      ) -> tuple[int, str] | None:
+        """Append a segment's batches; return (offset, problem) where it is damaged."""
+        for offset, payload, problem in read_records(path, last):
+            if stop_at is not None and offset >= stop_at[1]:
+                return None  # read only: the rest was never acknowledged
+            if payload is None:
+                return offset, problem
+            try:
+                commands = _decode_commands(payload)
+            except msgspec.ValidationError as error:
+                return offset, f"undecodable record: {error}"
+            batches.append(commands)
+            recovery.records += 1
+            recovery.commands += len(commands)
+            for command in commands:
+                if isinstance(command, SubmitOrder) and command.order_id > recovery.max_order_id:
+                    recovery.max_order_id = command.order_id
+        return None
+
+    def _unacknowledged(self, recovery: Recovery, read_only: bool) -> tuple[int, int] | None:
+        """Cut a segment back to the length a failed write's marker names."""
+        marker = self.directory / MARKER
+        if not marker.exists():
+            return None
+        left = msgspec.json.decode(marker.read_bytes(), type=Unacknowledged)
+        path = segment_path(self.directory, left.segment)
+        if path.exists() and path.stat().st_size > left.good_length:
+            recovery.unacknowledged_bytes = path.stat().st_size - left.good_length
+            if not read_only:
+                with path.open("r+b") as handle:
+                    handle.truncate(left.good_length)
+                    os.fsync(handle.fileno())
+        if not read_only:
+            marker.unlink()
+            _fsync_directory(self.directory)
+            log.warning("%s: cut %d bytes a failed write had left (%s); they were never "
+                        "acknowledged", path, recovery.unacknowledged_bytes, left.reason)
+        return left.segment, left.good_length
+
+    def _cut_torn(self, path: Path, offset: int, recovery: Recovery, read_only: bool) -> None:
+        data = path.read_bytes()
+        recovery.torn_bytes = len(data) - offset
+        if read_only:
+            return
+        folder = self._quarantine_folder()
+        kept = folder / f"{path.name}.torn-at-{offset}.{time.strftime('%Y%m%dT%H%M%S')}"
+        kept.write_bytes(data[offset:])
+        with path.open("r+b") as handle:
+            handle.truncate(offset)
+            os.fsync(handle.fileno())
+        recovery.quarantined.append(kept)
+        log.warning("%s: torn last record (%d bytes at offset %d) cut off; kept in %s", path,
+                    recovery.torn_bytes, offset, kept)
+
+    def _corrupt(self, recovery: Recovery, repair: bool, read_only: bool,
+                 segments: Sequence[int], offset: int, problem: str) -> None:
+        """Corruption at `offset` of the first of `segments`: raise, or with `repair`
+        quarantine from there on and count what that drops."""
+        first_path = segment_path(self.directory, segments[0])
+        dropped = garbage = 0
+        max_id = recovery.max_order_id
+        for number, index in enumerate(segments):
+            found = salvage(segment_path(self.directory, index).read_bytes(),
+                            offset if number == 0 else 0)
+            dropped += found.commands
+            garbage += found.garbage
+            max_id = max(max_id, found.max_order_id)
+        if not repair or read_only:
+            raise JournalCorruptError(first_path, offset, problem, dropped)
+        recovery.quarantined += self._quarantine(segments, offset)
+        recovery.dropped_commands += dropped
+        recovery.unparsed_bytes += garbage
+        # Ids of dropped orders were acknowledged to clients: never hand them out again.
+        recovery.max_order_id = max_id
+        log.error("%s at offset %d: %s; --repair kept what came before and quarantined %s, "
+                  "dropping %d acknowledged command(s) and %d unreadable byte(s)", first_path,
+                  offset, problem, ", ".join(map(str, recovery.quarantined)), dropped, garbage)
+
+    def newest_snapshot(self, quiet: bool = False) -> tuple[int, SnapshotFile] | None:
         """The newest snapshot that loads, with its segment index; a damaged one is logged
-        and the next older one tried."""
+        (unless `quiet`) and the next older one tried."""
         for index in reversed(snapshot_indices(self.directory)):
-            loaded = self._load_snapshot(snapshot_path(self.directory, index))
+            loaded = self._load_snapshot(snapshot_path(self.directory, index), quiet)
             if loaded is not None:
                 return index, loaded
         return None
 
-    def _load_snapshot(self, path: Path) -> SnapshotFile | None:
+    def _load_snapshot(self, path: Path, quiet: bool) -> SnapshotFile | None:
         try:
             loaded = read_snapshot(path)
-        except (OSError, msgspec.ValidationError, LobgwError) as error:
-            log.error("%s: unreadable snapshot (%s); trying an older one", path, error)
+        except (OSError, LobgwError) as error:
+            if not quiet:
+                log.error("%s: unreadable snapshot (%s); trying an older one", path, error)
             return None
-        if loaded.symbol != self.symbol or loaded.version != SNAPSHOT_VERSION:
-            log.error("%s: not a snapshot of %s", path, self.symbol)
+        if loaded.symbol != self.symbol or loaded.version not in SNAPSHOT_VERSIONS:
+            if not quiet:
+                log.error("%s: not a snapshot of %s", path, self.symbol)
             return None
         return loaded
 
-    def _quarantine(self, path: Path, offset: int, later: Sequence[int]) -> list[Path]:
+    def _quarantine_folder(self) -> Path:
         folder = self.directory / "quarantine"
         folder.mkdir(exist_ok=True)
+        return folder
+
+    def _quarantine(self, segments: Sequence[int], offset: int) -> list[Path]:
+        folder = self._quarantine_folder()
         stamp = time.strftime("%Y%m%dT%H%M%S")
         moved = []
-        target = folder / f"{path.name}.{stamp}.from-{offset}"
-        data = path.read_bytes()
-        target.write_bytes(data[offset:])
-        moved.append(target)
-        with path.open("r+b") as handle:
-            handle.truncate(offset)
-            os.fsync(handle.fileno())
-        for index in later:
+        for number, index in enumerate(segments):
             segment = segment_path(self.directory, index)
-            destination = folder / f"{segment.name}.{stamp}"
-            segment.rename(destination)
-            moved.append(destination)
+            if number == 0 and offset:
+                target = folder / f"{segment.name}.{stamp}.from-{offset}"
+                target.write_bytes(segment.read_bytes()[offset:])
+                with segment.open("r+b") as handle:
+                    handle.truncate(offset)
+                    os.fsync(handle.fileno())
+            else:
+                target = folder / f"{segment.name}.{stamp}"
+                segment.rename(target)
+            moved.append(target)
+        _fsync_directory(self.directory)
         return moved
 
     # -- writing ----------------------------------------------------------------------------
@@ -283,30 +548,34 @@ class Journal:
         self.directory.mkdir(parents=True, exist_ok=True)
         path = segment_path(self.directory, self.segment)
         self._file = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._good_length = os.fstat(self._file).st_size
         _fsync_directory(self.directory)
 
     def append(self, commands: Sequence[AnyCommand]) -> int:
         """Write one batch as one record (and fsync it unless the policy is off).
 
-        Raises JournalUnavailableError if the disk refuses; then nothing of the batch counts.
+        Raises JournalUnavailableError if the disk refuses; then nothing of the batch is left
+        in the journal (see the module docstring).
         """
+        if self.failed is not None:
+            raise JournalUnavailableError(f"{self.symbol}: {self.failed}")
         record = frame(_encode(list(commands)))
         try:
             if self._file is None:
                 self.open()
             assert self._file is not None
-            written = os.write(self._file, record)
+            written = self._write(self._file, record)
             if written != len(record):
-                # A short write leaves a partial record: cut it off so the file stays valid.
-                os.ftruncate(self._file, os.lseek(self._file, 0, os.SEEK_END) - written)
-                raise OSError("short write")
+                raise OSError(f"short write ({written} of {len(record)} bytes)")
             if self.fsync != "off":
                 started = time.perf_counter()
-                os.fsync(self._file)
+                self._fsync(self._file)
                 self.fsync_seconds.observe(time.perf_counter() - started)
         except OSError as error:
+            self._undo(error)
             raise JournalUnavailableError(f"{self.symbol}: journal write failed: {error}"
                                           ) from error
+        self._good_length += len(record)
         self.bytes_written += len(record)
         self.records_written += 1
         self.commands_since_snapshot += len(commands)
@@ -315,42 +584,85 @@ class Journal:
                 self.max_order_id = command.order_id
         return len(record)
 
+    def _undo(self, error: OSError) -> None:
+        """Cut the segment back to its last good record; if that fails, stop for good and
+        leave the marker that tells recovery where to cut."""
+        try:
+            assert self._file is not None
+            os.ftruncate(self._file, self._good_length)
+            self._fsync(self._file)
+        except (OSError, AssertionError) as undo_error:
+            self.failed = (f"a failed write ({error}) could not be undone ({undo_error}); "
+                           "the journal takes no more writes until a restart")
+            log.critical("%s: %s", self.symbol, self.failed)
+            try:
+                marker = self.directory / MARKER
+                marker.write_bytes(msgspec.json.encode(Unacknowledged(
+                    self.segment, self._good_length, str(error))))
+                with marker.open("rb") as handle:
+                    os.fsync(handle.fileno())
+                _fsync_directory(self.directory)
+            except OSError:
+                log.critical("%s: could not write %s either: on restart, check the last "
+                             "record of %s", self.symbol, MARKER,
+                             segment_path(self.directory, self.segment))
+
     def snapshot_due(self) -> bool:
         """Whether enough happened since the last snapshot."""
         return self.commands_since_snapshot > 0 and (
             self.commands_since_snapshot >= self.snapshot_every_commands
             or time.monotonic() - self.last_snapshot >= self.snapshot_every_seconds)
 
-    def write_snapshot(self, book: BookSnapshot) -> Path:
-        """Persist `book` (the engine after every record so far), start a new segment, and
-        delete what the previous snapshot already covered."""
-        started = time.perf_counter()
-        next_segment = self.segment + 1
-        payload = _encode(SnapshotFile(SNAPSHOT_VERSION, self.symbol, next_segment,
-                                       self.max_order_id, book))
-        final = snapshot_path(self.directory, next_segment)
+    def rotate(self) -> int:
+        """Start a new segment at a snapshot's moment; return its index (the snapshot to
+        store is the book before it)."""
+        if self._file is not None:
+            os.close(self._file)
+            self._file = None
+        self.segment += 1
+        self.open()
+        self.commands_since_snapshot = 0
+        self.last_snapshot = time.monotonic()
+        return self.segment
+
+    def snapshot_bytes(self, segment: int, book: BookSnapshot, parts: dict[str, bytes]
+                       ) -> bytes:
+        """The framed content of the snapshot before `segment`."""
+        return frame(_encode(SnapshotFile(SNAPSHOT_VERSION, self.symbol, segment,
+                                          self.max_order_id, book, parts)))
+
+    def store_snapshot(self, segment: int, data: bytes) -> Path:
+        """Write a snapshot file durably (temporary file, fsync, rename, directory fsync).
+
+        Safe to call from a child process: it touches nothing but the new file.
+        """
+        final = snapshot_path(self.directory, segment)
         temporary = final.with_suffix(".tmp")
         with temporary.open("wb") as handle:
-            handle.write(frame(payload))
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
         temporary.rename(final)
         _fsync_directory(self.directory)
-        if self._file is not None:
-            os.close(self._file)
-            self._file = None
-        previous = [i for i in snapshot_indices(self.directory) if i < next_segment]
-        self.segment = next_segment
-        self.open()
+        return final
+
+    def prune(self, segment: int) -> None:
+        """After the snapshot before `segment` is stored: delete what the snapshot before it
+        already covered (that snapshot and its segments stay as a fallback)."""
+        previous = [i for i in snapshot_indices(self.directory) if i < segment]
         keep_from = previous[-1] if previous else 0
         for index in segment_indices(self.directory):
             if index < keep_from:
                 segment_path(self.directory, index).unlink()
         for index in previous[:-1]:
             snapshot_path(self.directory, index).unlink()
-        self.commands_since_snapshot = 0
-        self.last_snapshot = time.monotonic()
-        self.snapshot_seconds.observe(time.perf_counter() - started)
+
+    def write_snapshot(self, book: BookSnapshot, parts: dict[str, bytes] | None = None
+                       ) -> Path:
+        """Rotate, store and prune in one go (the clean-stop snapshot)."""
+        segment = self.rotate()
+        final = self.store_snapshot(segment, self.snapshot_bytes(segment, book, parts or {}))
+        self.prune(segment)
         return final
 
     def close(self) -> None:
@@ -366,15 +678,6 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def read_snapshot(path: Path) -> SnapshotFile:
-    """Decode one snapshot file; raise SnapshotDamagedError if it fails its checks."""
-    for _, payload, problem in read_records(path, last_segment=False):
-        if payload is None:
-            raise SnapshotDamagedError(f"{path}: {problem}")
-        return msgspec.msgpack.decode(payload, type=SnapshotFile)
-    raise SnapshotDamagedError(f"{path}: empty")
 
 
 def read_journal(directory: Path, spec: InstrumentSpec

@@ -36,7 +36,7 @@ def _symbols(directory: Path, only: str | None) -> list[Path]:
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no such directory")
     folders = sorted(path for path in directory.iterdir() if path.is_dir()
-                     and (only is None or path.name == only))
+                     and path.name != "quarantine" and (only is None or path.name == only))
     if not folders:
         raise FileNotFoundError(f"{directory}: no journaled symbol"
                                 + (f" named {only}" if only else ""))
@@ -86,7 +86,9 @@ async def rebuild(spec: InstrumentSpec, snapshot: BookSnapshot | None,
 
 
 def inspect(args: argparse.Namespace) -> int:
-    """Print segments, records, snapshots and sequence ranges per symbol."""
+    """Print segments, records, snapshots, sequence ranges and the verdict recovery would
+    reach, per symbol; exit 3 if any journal is corrupt."""
+    corrupt = 0
     for folder in _symbols(args.directory, args.symbol):
         spec = _spec(folder, args.config)
         print(f"{folder.name}")
@@ -113,13 +115,25 @@ def inspect(args: argparse.Namespace) -> int:
                 commands += len(msgspec.msgpack.decode(payload))
             print(f"  {path.name}: {records:,} records, {commands:,} commands, "
                   f"{path.stat().st_size:,} bytes{problem_text}")
-        snapshot, recovery, batches = read_journal(folder, spec)
+        try:
+            snapshot, recovery, batches = read_journal(folder, spec)
+        except JournalCorruptError as error:
+            print(f"  verdict: CORRUPT: {error}")
+            corrupt += 1
+            continue
         book = asyncio.run(rebuild(spec, snapshot, batches))
         first = book.first_seq + 1 if book.seq > book.first_seq else book.first_seq
         print(f"  events: seq {first}..{book.seq} after the snapshot; {book.resting:,} "
-              "resting orders now" + (f"; torn tail {recovery.torn_bytes} bytes"
-                                      if recovery.torn_bytes else ""))
-    return 0
+              "resting orders now")
+        notes = []
+        if recovery.torn_bytes:
+            notes.append(f"a torn last record of {recovery.torn_bytes} bytes (a crash "
+                         "mid-write; start-up cuts it off and keeps it in quarantine/)")
+        if recovery.unacknowledged_bytes:
+            notes.append(f"{recovery.unacknowledged_bytes} bytes of a failed write that "
+                         "were never acknowledged (start-up cuts them off)")
+        print("  verdict: ok" + (": " + "; ".join(notes) if notes else ""))
+    return 3 if corrupt else 0
 
 
 def replay(args: argparse.Namespace) -> int:

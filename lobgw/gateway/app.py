@@ -22,7 +22,7 @@ import msgspec
 from aiohttp import web
 
 from lobgw.actors import Exchange, Journal
-from lobgw.book.views import BookSnapshot
+from lobgw.actors.journal import DirectoryLock
 from lobgw.config import Config
 from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, describe
@@ -139,33 +139,60 @@ def cors_middleware(config: Config) -> Any:
 
 
 async def runtime_context(app: web.Application) -> AsyncIterator[None]:
-    """Recover (if journaled) and start the actors and the heartbeat; on cleanup drain them."""
+    """Lock the journal directory and check the journal's instruments (at once: a refusal
+    stops start-up), then recover in the background while the port already answers
+    `/health`; start the heartbeat. On cleanup drain the actors and release the lock."""
     exchange = app[EXCHANGE]
+    config = app[CONFIG]
+    state = app[STATE]
+    lock = None
     if exchange.journaled:
-        registry = app[REGISTRY]
-
-        def restored(symbol: str, snapshot: BookSnapshot) -> None:
-            registry.restore(symbol, snapshot)
-
-        recoveries = await exchange.recover(app[STATE].repair, restored)
-        for symbol, recovery in recoveries.items():
-            log.info("recovered %s: snapshot seq %d, %d journal records (%d commands) in "
-                     "%.3fs%s%s", symbol, recovery.snapshot_seq, recovery.records,
-                     recovery.commands, recovery.seconds,
-                     f", torn tail of {recovery.torn_bytes} bytes truncated"
-                     if recovery.torn_bytes else "",
-                     f", quarantined {len(recovery.quarantined)} file(s)"
-                     if recovery.quarantined else "")
+        lock = DirectoryLock(Path(config.journal.directory))
+        try:
+            for actor in exchange.actors.values():
+                assert actor.journal is not None
+                actor.journal.check_spec(actor.spec)
+        except BaseException:
+            lock.release()
+            raise
+        state.recovery = asyncio.create_task(_recover(app), name="recovery")
     else:
         exchange.start()
+        _ready(app)
     heartbeat = asyncio.create_task(_heartbeats(app), name="heartbeats")
-    app[STATE].ready = True
-    log.info("gateway ready: %d symbols", len(exchange.actors))
     yield
-    app[STATE].ready = False
+    state.ready = False
+    state.stopping = True
     heartbeat.cancel()
+    if state.recovery is not None and not state.recovery.done():
+        state.recovery.cancel()
+        await asyncio.gather(state.recovery, return_exceptions=True)
     await exchange.stop()
+    if lock is not None:
+        lock.release()
     log.info("actors drained and stopped")
+
+
+async def _recover(app: web.Application) -> None:
+    """Rebuild every journaled symbol, then take orders."""
+    exchange = app[EXCHANGE]
+    registry = app[REGISTRY]
+    recoveries = await exchange.recover(app[STATE].repair, registry.restore)
+    for symbol, recovery in recoveries.items():
+        log.info("recovered %s: snapshot seq %d, %d journal records (%d commands) in "
+                 "%.3fs%s%s%s", symbol, recovery.snapshot_seq, recovery.records,
+                 recovery.commands, recovery.seconds,
+                 f", torn tail of {recovery.torn_bytes} bytes cut" if recovery.torn_bytes else "",
+                 f", quarantined {len(recovery.quarantined)} file(s)"
+                 if recovery.quarantined else "",
+                 f", --repair dropped {recovery.dropped_commands} journaled command(s)"
+                 if recovery.dropped_commands else "")
+    _ready(app)
+
+
+def _ready(app: web.Application) -> None:
+    app[STATE].ready = True
+    log.info("gateway ready: %d symbols", len(app[EXCHANGE].actors))
 
 
 async def _heartbeats(app: web.Application) -> None:

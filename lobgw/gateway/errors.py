@@ -25,6 +25,7 @@ from lobgw.errors import (
     InternalError,
     JournalUnavailableError,
     LobgwError,
+    NotReadyError,
     OverloadedError,
     ShuttingDownError,
     UnknownSymbolError,
@@ -75,6 +76,7 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.JOURNAL_UNAVAILABLE: (503, "the symbol's journal cannot be written; no order is "
                                  "accepted until it can"),
     E.SHUTTING_DOWN: (503, "the gateway is shutting down"),
+    E.NOT_READY: (503, "the gateway is recovering its journal; retry shortly"),
     E.INTERNAL_ERROR: (500, "internal error"),
 }
 """Every `ErrorCode`: (HTTP status, default reason). The WebSocket sends the same body."""
@@ -155,6 +157,8 @@ def describe(error: BaseException) -> ApiError:
             return ApiError(E.JOURNAL_UNAVAILABLE, retry_after=RETRY_AFTER)
         case ShuttingDownError():
             return ApiError(E.SHUTTING_DOWN, retry_after=RETRY_AFTER)
+        case NotReadyError():
+            return ApiError(E.NOT_READY, retry_after=RETRY_AFTER)
         case InternalError():
             return ApiError(E.INTERNAL_ERROR, error_id=error.error_id)
         case web.HTTPException() if error.status >= 400:

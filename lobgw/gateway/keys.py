@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,10 @@ class GatewayState:
     """Open WebSocket connections (lobgw.gateway.ws.Connection), closed on shutdown."""
     repair: bool = False
     """Start even if a journal is corrupt, quarantining what follows the damage."""
+    recovery: asyncio.Task[None] | None = None
+    """Journal recovery, running after the port is open (so /health answers meanwhile);
+    `lobgw serve` exits 3 if it fails."""
+    stopping: bool = False
 
 
 CONFIG = web.AppKey("config", Config)

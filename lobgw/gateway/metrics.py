@@ -61,8 +61,12 @@ class Metrics:
                                        "1 while a symbol's journal can be written", registry=r)
         self.fsync_latency = Histogram("lobgw_journal_fsync_seconds", "fsync duration",
                                        registry=r, buckets=FSYNC_BUCKETS)
-        self.snapshot_duration = Histogram("lobgw_snapshot_seconds", "Snapshot write duration",
-                                           registry=r, buckets=SNAPSHOT_BUCKETS)
+        self.snapshot_duration = Histogram(
+            "lobgw_snapshot_seconds", "Snapshots: phase=pause is how long one held its symbol "
+            "(rotate and fork), phase=write until its file was durable", registry=r,
+            buckets=SNAPSHOT_BUCKETS)
+        self.snapshot_failures = Counter("lobgw_snapshot_failures_total",
+                                         "Snapshots that could not be written", registry=r)
         self.recovery_seconds = Gauge("lobgw_recovery_seconds",
                                       "Time the last startup spent recovering a symbol",
                                       registry=r)
@@ -111,7 +115,11 @@ class Metrics:
                     self.journal_records.set(labels, journal.records_written)
                     self.journal_available.set(labels, int(actor.journal_available))
                     self.fsync_latency.set_value(labels, export(journal.fsync_seconds))
-                    self.snapshot_duration.set_value(labels, export(journal.snapshot_seconds))
+                    for phase, histogram in (("pause", actor.snapshot_pause),
+                                             ("write", actor.snapshot_write)):
+                        self.snapshot_duration.set_value({**labels, "phase": phase},
+                                                         export(histogram))
+                    self.snapshot_failures.set(labels, actor.snapshot_failures)
                 recovery = exchange.recoveries.get(symbol)
                 if recovery is not None:
                     self.recovery_seconds.set(labels, recovery.seconds)

@@ -110,13 +110,18 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def ready(request: web.Request) -> web.Response:
-    """Readiness: every actor runs and the gateway is not shutting down."""
+    """Readiness: recovery is done, every symbol can take orders (its journal can be
+    written) and the gateway is not shutting down; else 503 with what fails and why."""
     state = request.app[STATE]
     exchange = request.app[EXCHANGE]
-    if state.ready and exchange.running:
+    failing = {symbol: reason for symbol, actor in exchange.actors.items()
+               if (reason := actor.unready_reason) is not None}
+    if state.ready and not failing:
         return json_response(HealthResponse(status="ok", symbols=len(exchange.actors)))
-    return json_response(HealthResponse(status="unavailable", detail="starting or stopping"),
-                         503)
+    detail = ("shutting down" if state.stopping else "recovering the journal"
+              if not state.ready else "some symbols cannot take orders")
+    return json_response(HealthResponse(status="unavailable", symbols=len(exchange.actors),
+                                        detail=detail, failing=failing or None), 503)
 
 
 async def metrics_handler(request: web.Request) -> web.Response:

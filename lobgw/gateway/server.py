@@ -1,8 +1,10 @@
 """Run the gateway: `lobgw serve`. uvloop when available; SIGINT/SIGTERM shut down cleanly
 (stop accepting, close WebSockets with 1001, drain the actors) and the process exits 0.
 
-Exit codes: 0 after a clean shutdown, 2 when the listening address cannot be used (said in
-one line, before any journal is read), 3 when the journal is corrupt or unreadable.
+Exit codes: 0 after a clean shutdown; 2 when the listening address cannot be used, another
+process holds the journal directory, or the config changes a journaled instrument (each said
+in one line, before any journal is read); 3 when a journal is corrupt or unreadable (found by
+recovery, which runs once the port answers `/health`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 from aiohttp import web
 
 from lobgw.config import Config
-from lobgw.errors import JournalCorruptError
+from lobgw.errors import JournalCorruptError, JournalLockedError, JournalSpecError
 from lobgw.gateway.app import create_app
+from lobgw.gateway.keys import STATE
 
 log = logging.getLogger("lobgw.server")
 
@@ -54,11 +57,11 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
                            shutdown_timeout=config.server.shutdown_timeout)
     try:
         await runner.setup()
-    except JournalCorruptError as error:
-        log.error("cannot start: journal corrupt: %s", error)
+    except (JournalLockedError, JournalSpecError) as error:
+        log.error("cannot start: %s", error)
         await runner.cleanup()
         sock.close()
-        return 3
+        return 2
     except OSError as error:
         log.error("cannot start: %s", error)
         await runner.cleanup()
@@ -78,10 +81,28 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         log.info("listening on http://%s:%s", *address[:2])
     if ready is not None:
         ready.set()
-    await stop.wait()
+    code = await _until_stopped(stop, app[STATE].recovery)
     log.info("shutting down")
     await runner.cleanup()
     log.info("stopped")
+    return code
+
+
+async def _until_stopped(stop: asyncio.Event, recovery: asyncio.Task[None] | None) -> int:
+    """Wait for a stop signal; 3 instead if recovery fails first (corrupt journal)."""
+    waiting = asyncio.ensure_future(stop.wait())
+    pending = {waiting} | ({recovery} if recovery is not None else set())
+    while waiting in pending:
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        if recovery in done and not recovery.cancelled():
+            error = recovery.exception()
+            if error is not None:
+                waiting.cancel()
+                if isinstance(error, JournalCorruptError):
+                    log.error("cannot start: journal corrupt: %s", error)
+                else:
+                    log.error("cannot start: recovery failed: %s", error, exc_info=error)
+                return 3
     return 0
 
 

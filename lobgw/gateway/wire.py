@@ -162,6 +162,8 @@ class HealthResponse(Wire):
     status: Literal["ok", "unavailable"]
     symbols: int = 0
     detail: str | None = None
+    failing: dict[str, str] | None = None
+    """Readiness: the symbols that cannot take orders, and why."""
 
 
 class ErrorBody(Wire, omit_defaults=True):
