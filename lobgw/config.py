@@ -72,8 +72,7 @@ class RuntimeConfig(Section, frozen=True):
     heartbeat_seconds: PositiveFloat = 5.0
     """A subscribed channel with no messages for this long gets a heartbeat."""
     recent_trades: Positive = 1_000
-    finished_orders_kept: Positive = 100_000
-    """How many finished orders stay available to order lookups."""
+    """Public trades per symbol kept for `/trades` (and in snapshots, across restarts)."""
 
 
 class JournalConfig(Section, frozen=True):
@@ -86,6 +85,17 @@ class JournalConfig(Section, frozen=True):
     (survives a process crash, not a machine crash)."""
     snapshot_every_commands: Positive = 100_000
     snapshot_every_seconds: PositiveFloat = 60.0
+
+
+class HistoryConfig(Section, frozen=True):
+    """How long finished orders and executions stay queryable (and client order ids stay
+    taken): per symbol, the newest `orders_kept` finished orders and `executions_kept`
+    execution reports per account, none older than `max_age_seconds` (0: no age limit).
+    Kept in snapshots and rebuilt from the journal, so restarts keep them."""
+
+    orders_kept: Positive = 100_000
+    executions_kept: Positive = 100_000
+    max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 7 * 24 * 3600.0
 
 
 class LoggingConfig(Section, frozen=True):
@@ -114,6 +124,7 @@ class Config(Section, frozen=True):
     rate_limits: RateLimitConfig = msgspec.field(default_factory=RateLimitConfig)
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     journal: JournalConfig = msgspec.field(default_factory=JournalConfig)
+    history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
 

@@ -110,19 +110,20 @@ class ReferenceBook:
             return self.execute(command)
         return self.reduce(command)
 
-    def reject(self, order_id: int, account: str | None, reason: Reason, ts: int) -> list[Event]:
-        return [OrderRejected(self._event_seq(), ts, order_id, account, reason)]
+    def reject(self, order_id: int, account: str | None, reason: Reason, ts: int,
+               order: SubmitOrder | None = None) -> list[Event]:
+        return [OrderRejected(self._event_seq(), ts, order_id, account, reason, order)]
 
     def submit(self, cmd: SubmitOrder) -> list[Event]:
         ts = cmd.timestamp
         if self.find(cmd.order_id) is not None:
-            return self.reject(cmd.order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, ts)
+            return self.reject(cmd.order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, ts, cmd)
         violation = self.violation(cmd.quantity, cmd.price)
         if violation is not None:
-            return self.reject(cmd.order_id, cmd.account, violation, ts)
+            return self.reject(cmd.order_id, cmd.account, violation, ts, cmd)
         makers = self.makers(cmd.side, cmd.price)
         if makers and cmd.post_only:
-            return self.reject(cmd.order_id, cmd.account, Reason.POST_ONLY_WOULD_TAKE, ts)
+            return self.reject(cmd.order_id, cmd.account, Reason.POST_ONLY_WOULD_TAKE, ts, cmd)
         if cmd.time_in_force is TimeInForce.FOK:
             fillable = 0
             for maker in makers:
@@ -132,13 +133,13 @@ class ReferenceBook:
                     break
                 fillable += maker.remaining
             if fillable < cmd.quantity:
-                return self.reject(cmd.order_id, cmd.account, Reason.FOK_NOT_FILLED, ts)
+                return self.reject(cmd.order_id, cmd.account, Reason.FOK_NOT_FILLED, ts, cmd)
         events: list[Event] = []
         if (makers and makers[0].account == cmd.account
                 and cmd.stp in (SelfTradePrevention.CANCEL_TAKER, SelfTradePrevention.CANCEL_BOTH)):
             if cmd.stp is SelfTradePrevention.CANCEL_BOTH:
                 self.cancel_resting(makers[0], Reason.STP, ts, events)
-            events += self.reject(cmd.order_id, cmd.account, Reason.STP, ts)
+            events += self.reject(cmd.order_id, cmd.account, Reason.STP, ts, cmd)
             return events
         events.append(OrderAccepted(self._event_seq(), ts, cmd))
         remaining, stopped = self.sweep(cmd.order_id, cmd.account, cmd.side, cmd.stp, cmd.price,

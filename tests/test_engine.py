@@ -162,7 +162,7 @@ def test_ioc_that_cannot_trade_expires_whole() -> None:
 def test_fok_rejected_when_not_fully_fillable_and_nothing_trades() -> None:
     engine = book(limit(1, SELL, 4, 100), limit(2, SELL, 4, 101), limit(3, SELL, 9, 102))
     taker = limit(4, BUY, 10, 101, account="t", time_in_force=FOK)
-    assert engine.apply(taker) == [OrderRejected(4, 0, 4, "t", Reason.FOK_NOT_FILLED)]
+    assert engine.apply(taker) == [OrderRejected(4, 0, 4, "t", Reason.FOK_NOT_FILLED, taker)]
     assert engine.depth() == ([], [(100, 4), (101, 4), (102, 9)])
 
 
@@ -178,18 +178,16 @@ def test_fok_fills_completely_when_possible() -> None:
 
 def test_fok_market_into_empty_book_is_rejected() -> None:
     engine = Engine(SPEC)
-    assert engine.apply(market(1, BUY, 1, time_in_force=FOK)) == [
-        OrderRejected(1, 0, 1, "t", Reason.FOK_NOT_FILLED)
-    ]
+    taker = market(1, BUY, 1, time_in_force=FOK)
+    assert engine.apply(taker) == [OrderRejected(1, 0, 1, "t", Reason.FOK_NOT_FILLED, taker)]
 
 
 # -- post only ------------------------------------------------------------------------------
 
 def test_post_only_rejected_when_it_would_take() -> None:
     engine = book(limit(1, SELL, 5, 100))
-    assert engine.apply(limit(2, BUY, 5, 100, account="t", post_only=True)) == [
-        OrderRejected(2, 0, 2, "t", Reason.POST_ONLY_WOULD_TAKE)
-    ]
+    maker = limit(2, BUY, 5, 100, account="t", post_only=True)
+    assert engine.apply(maker) == [OrderRejected(2, 0, 2, "t", Reason.POST_ONLY_WOULD_TAKE, maker)]
     assert engine.depth() == ([], [(100, 5)])
 
 
@@ -213,9 +211,8 @@ def test_post_only_with_ioc_or_fok_or_market_cannot_be_built() -> None:
 
 def test_stp_cancel_taker_is_a_rejection_when_nothing_traded() -> None:
     engine = book(limit(1, SELL, 5, 100, account="me"))
-    assert engine.apply(limit(2, BUY, 5, 100, account="me")) == [
-        OrderRejected(2, 0, 2, "me", Reason.STP)
-    ]
+    taker = limit(2, BUY, 5, 100, account="me")
+    assert engine.apply(taker) == [OrderRejected(2, 0, 2, "me", Reason.STP, taker)]
     assert engine.depth() == ([], [(100, 5)])
 
 
@@ -247,7 +244,7 @@ def test_stp_cancel_both_cancels_maker_and_rejects_untraded_taker() -> None:
     taker = limit(3, BUY, 4, 100, account="me", stp=SelfTradePrevention.CANCEL_BOTH)
     assert engine.apply(taker) == [
         OrderCanceled(3, 0, 1, "me", SELL, 100, 5, Reason.STP),
-        OrderRejected(4, 0, 3, "me", Reason.STP),
+        OrderRejected(4, 0, 3, "me", Reason.STP, taker),
     ]
     assert engine.depth() == ([], [(100, 5)])
 
@@ -389,7 +386,7 @@ def test_instrument_limits_reject_and_leave_the_book_unchanged(
 ) -> None:
     engine = book(limit(7, SELL, 5, 200), spec=BOUNDED)
     before = engine.snapshot()
-    assert engine.apply(command) == [OrderRejected(2, 0, 1, "a", reason)]
+    assert engine.apply(command) == [OrderRejected(2, 0, 1, "a", reason, command)]
     assert engine.snapshot().bids == before.bids and engine.snapshot().asks == before.asks
 
 
@@ -424,15 +421,15 @@ def test_limits_beyond_small_ints_are_exact(
             "OrderAccepted", "TradeExecuted"]
         assert engine.counters().volume == quantity
     else:
-        assert events == [OrderRejected(1, 0, 1, "a", reason)]
+        assert events == [OrderRejected(1, 0, 1, "a", reason, command)]
         assert engine.best_bid() is None
 
 
 def test_duplicate_live_order_id_is_rejected() -> None:
     engine = book(limit(1, BUY, 5, 100))
-    assert engine.apply(limit(1, SELL, 5, 105)) == [
-        OrderRejected(2, 0, 1, "a", Reason.DUPLICATE_ORDER_ID)
-    ]
+    duplicate = limit(1, SELL, 5, 105)
+    assert engine.apply(duplicate) == [
+        OrderRejected(2, 0, 1, "a", Reason.DUPLICATE_ORDER_ID, duplicate)]
     assert engine.depth() == ([(100, 5)], [])
 
 

@@ -194,7 +194,7 @@ async def test_cancel_amend_lookup_and_cancel_all(gateway: Gateway) -> None:
     assert (status, reply["error"]["code"]) == (400, "UNKNOWN_SYMBOL")
 
 
-async def test_duplicate_client_order_id_among_open_orders(gateway: Gateway) -> None:
+async def test_a_client_order_id_is_taken_while_its_order_is_kept(gateway: Gateway) -> None:
     status, _, _ = await gateway.call("POST", "/api/v1/orders", ALICE_KEY,
                                       order(client_order_id="dup"))
     assert status == 201
@@ -203,14 +203,16 @@ async def test_duplicate_client_order_id_among_open_orders(gateway: Gateway) -> 
     assert (status, reply["error"]["code"]) == (409, "DUPLICATE_CLIENT_ORDER_ID")
     _, opened, _ = await gateway.call("GET", "/api/v1/orders", ALICE_KEY)
     assert len(opened) == 1
-    # another account may use the same id, and it is free again once the order is done
+    # another account may use the same id
     status, _, _ = await gateway.call("POST", "/api/v1/orders", BOB_KEY,
                                       order(price="90", client_order_id="dup"))
     assert status == 201
+    # once the order is done the id stays taken: an in-doubt retry gets the original back
     await gateway.call("DELETE", "/api/v1/orders/by-client-id/dup", ALICE_KEY)
-    status, _, _ = await gateway.call("POST", "/api/v1/orders", ALICE_KEY,
-                                      order(price="91", client_order_id="dup"))
-    assert status == 201
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders", ALICE_KEY,
+                                          order(price="91", client_order_id="dup"))
+    assert (status, reply["error"]["code"]) == (409, "DUPLICATE_CLIENT_ORDER_ID")
+    assert (reply["order"]["status"], reply["order"]["price"]) == ("CANCELED", "100.0")
 
 
 async def test_symbols_stats_health_ready_openapi(gateway: Gateway) -> None:

@@ -256,13 +256,13 @@ class SymbolActor:
         snapshot, recovery, batches = await asyncio.to_thread(journal.recover, self.spec,
                                                               repair)
         journal.record_spec(self.spec)
+        for name, (_, give_back) in self._parts.items():
+            if name in recovery.parts:
+                give_back(recovery.parts[name])
         if snapshot is not None:
             self.restore(snapshot)
             if restored is not None:
                 restored(snapshot)
-        for name, (_, give_back) in self._parts.items():
-            if name in recovery.parts:
-                give_back(recovery.parts[name])
         self.start()
         started = time.perf_counter()
         future: asyncio.Future[Any] | None = None

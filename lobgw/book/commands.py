@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
+from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
 from lobgw.errors import InvalidCommandError
 
 _LIMIT = OrderType.LIMIT
@@ -37,6 +37,9 @@ class SubmitOrder(Command, frozen=True, gc=False, tag=True):
     timestamp: int = 0
     client_order_id: str | None = None
     """Carried for the gateway (journaled with the order); the engine ignores it."""
+    cancel_on_disconnect: bool = False
+    """Carried for the gateway: cancel the order when its session ends, also by a crash
+    (journaled with the order, so recovery knows); the engine ignores it."""
 
     def __post_init__(self) -> None:
         # One cheap test for the common case; enum members come from module globals because
@@ -62,10 +65,15 @@ class SubmitOrder(Command, frozen=True, gc=False, tag=True):
 
 
 class CancelOrder(Command, frozen=True, gc=False, tag=True):
-    """Remove a resting order (also a market-data delete during replay)."""
+    """Remove a resting order (also a market-data delete during replay).
+
+    `reason` is what the cancel event says: CANCELED, or CANCEL_ON_DISCONNECT when the
+    gateway cancels the orders of a session that ended.
+    """
 
     order_id: int
     timestamp: int = 0
+    reason: Reason = Reason.CANCELED
 
 
 class AmendOrder(Command, frozen=True, gc=False, tag=True):

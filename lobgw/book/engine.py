@@ -283,7 +283,8 @@ class Engine:
                         cancels += 1
                         seq += 1
                         append(OrderCanceled(seq, command.timestamp, order_id, order.account,
-                                             order.side, resting, remaining, CANCELED))
+                                             order.side, resting, remaining,
+                                             command.reason))  # type: ignore[union-attr]
                         continue
                 elif cls is AmendOrder:
                     amend: AmendOrder = command  # type: ignore[assignment]
@@ -337,11 +338,12 @@ class Engine:
     # -- new orders --------------------------------------------------------------------------
 
     def _reject(
-        self, order_id: int, account: str | None, reason: Reason, ts: int, events: list[Event]
+        self, order_id: int, account: str | None, reason: Reason, ts: int, events: list[Event],
+        order: SubmitOrder | None = None,
     ) -> None:
         self._seq += 1
         self._rejected += 1
-        events.append(OrderRejected(self._seq, ts, order_id, account, reason))
+        events.append(OrderRejected(self._seq, ts, order_id, account, reason, order))
 
     def _outside_quick_bounds(self, quantity: int, price: int | None) -> bool:
         """Whether an order needs the exact limit check (it is rarely true)."""
@@ -362,13 +364,14 @@ class Engine:
         order_id = cmd.order_id
         if order_id in self._orders:
             return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp,
-                                events)
+                                events, cmd)
         quantity = cmd.quantity
         price = cmd.price
         if self._outside_quick_bounds(quantity, price):
             violation = self._limit_violation(quantity, price)
             if violation is not None:
-                return self._reject(order_id, cmd.account, violation, cmd.timestamp, events)
+                return self._reject(order_id, cmd.account, violation, cmd.timestamp, events,
+                                    cmd)
         if price is not None:  # a limit order
             if cmd.side is BUY:
                 if self._asks.best <= price:
@@ -395,7 +398,8 @@ class Engine:
             expiry = INSUFFICIENT_LIQUIDITY
         # Nothing to trade against and not allowed to rest.
         if cmd.time_in_force is FOK:
-            return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp, events)
+            return self._reject(order_id, cmd.account, Reason.FOK_NOT_FILLED, cmd.timestamp,
+                                events, cmd)
         seq = self._seq
         self._seq = seq + 2
         events.append(OrderAccepted(seq + 1, cmd.timestamp, cmd))
@@ -428,12 +432,13 @@ class Engine:
         else:
             remaining = cmd.quantity
             if cmd.post_only:
-                return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events)
+                return self._reject(order_id, account, Reason.POST_ONLY_WOULD_TAKE, ts, events,
+                                    cmd)
             if (
                 cmd.time_in_force is FOK
                 and self._fillable(other, limit, account, stp, remaining) < remaining
             ):
-                return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events)
+                return self._reject(order_id, account, Reason.FOK_NOT_FILLED, ts, events, cmd)
             # Accepted, unless its very first match is its own order under cancel_taker or
             # cancel_both: the sweep below finds that, takes this event back and rejects.
             append(OrderAccepted(self._seq + 1, ts, cmd))
@@ -523,7 +528,8 @@ class Engine:
             self._cancel_resting(maker, STP, cmd.timestamp, events)
         self._rejected += 1
         self._seq += 1
-        events.append(OrderRejected(self._seq, cmd.timestamp, cmd.order_id, cmd.account, STP))
+        events.append(OrderRejected(self._seq, cmd.timestamp, cmd.order_id, cmd.account, STP,
+                                    cmd))
 
     def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
         """Put a live order with `remaining` lots at the back of the level with `key`."""
@@ -587,7 +593,7 @@ class Engine:
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp,
                                 events)
         self._cancels += 1
-        self._cancel_resting(order, CANCELED, cmd.timestamp, events)
+        self._cancel_resting(order, cmd.reason, cmd.timestamp, events)
 
     def _amend(self, cmd: AmendOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
@@ -794,7 +800,8 @@ class Engine:
                 order = SubmitOrder(view.order_id, view.account, view.side, view.quantity,
                                     price=view.price, post_only=view.post_only, stp=view.stp,
                                     timestamp=view.timestamp,
-                                    client_order_id=view.client_order_id)
+                                    client_order_id=view.client_order_id,
+                                    cancel_on_disconnect=view.cancel_on_disconnect)
                 engine._rest(order, view.price * book.sign, view.remaining, book)
         if engine._asks.best <= -engine._bids.best:
             raise SnapshotError("snapshot book is crossed")
@@ -813,4 +820,4 @@ def _view(order: SubmitOrder, remaining: int) -> OrderView:
     assert order.price is not None
     return OrderView(order.order_id, order.account, order.side, order.price, order.quantity,
                      remaining, order.timestamp, order.post_only, order.stp,
-                     order.client_order_id)
+                     order.client_order_id, order.cancel_on_disconnect)

@@ -26,11 +26,16 @@ class OrderAccepted(Event, frozen=True, gc=False, tag=True):
 
 
 class OrderRejected(Event, frozen=True, gc=False, tag=True):
-    """A command was refused; the book is exactly as it was before it."""
+    """A command was refused; the book is exactly as it was before it.
+
+    `order` is the refused new order (None for a refused cancel, amend or replay command),
+    so a rejected order can be read back from the events alone, as an accepted one can.
+    """
 
     order_id: int
     account: str | None
     reason: Reason
+    order: SubmitOrder | None = None
 
 
 class TradeExecuted(Event, frozen=True, gc=False, tag=True):

@@ -76,6 +76,7 @@ class Reason(enum.Enum):
     STP = "STP"
     # cancels of resting orders
     CANCELED = "CANCELED"
+    CANCEL_ON_DISCONNECT = "CANCEL_ON_DISCONNECT"
     AMENDED_BELOW_FILLED = "AMENDED_BELOW_FILLED"
     # expiry of an incoming order's unfilled remainder
     INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"

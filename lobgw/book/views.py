@@ -25,6 +25,7 @@ class OrderView(msgspec.Struct, frozen=True, gc=False):
     post_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     client_order_id: str | None = None
+    cancel_on_disconnect: bool = False
 
 
 class Counters(msgspec.Struct, frozen=True, gc=False):

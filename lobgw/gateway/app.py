@@ -48,6 +48,7 @@ from lobgw.gateway.orders import OrderRegistry, OrderService
 from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
 from lobgw.gateway.routes import ROUTES
+from lobgw.orders.history import Retention
 
 log = logging.getLogger("lobgw.gateway")
 access_log = logging.getLogger("lobgw.access")
@@ -233,8 +234,16 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     exchange = Exchange(config.symbols, queue_size=config.runtime.command_queue_size,
                         batch_size=config.runtime.batch_size,
                         observe_latency=metrics.observe_latency, journals=journals)
-    registry = OrderRegistry(specs, config.runtime.finished_orders_kept)
+    history = config.history
+    registry = OrderRegistry(specs, Retention(history.orders_kept, history.executions_kept,
+                                              history.max_age_seconds))
     hub = MarketDataHub(specs, config.runtime.recent_trades)
+    for symbol, actor in exchange.actors.items():
+        # The order history and the recent trades are kept in each symbol's snapshots.
+        actor.add_snapshot_part("orders", functools.partial(registry.capture, symbol),
+                                functools.partial(registry.give_back, symbol))
+        actor.add_snapshot_part("trades", functools.partial(hub.capture, symbol),
+                                functools.partial(hub.give_back, symbol))
     registry.wants_executions = hub.wants_executions
     registry.on_executions = hub.on_executions
     # Listener order matters: order states first, then market data, then metrics.

@@ -16,6 +16,8 @@ import time
 from collections import deque
 from collections.abc import Iterable
 
+import msgspec
+
 from lobgw.actors import BookReader
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
@@ -34,6 +36,11 @@ from lobgw.gateway.wire import (
 )
 
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
+
+RecentTrade = tuple[int, int, int, Side, int]
+"""(seq, price, quantity, aggressor, timestamp) of a public trade."""
+_encode_trades = msgspec.msgpack.Encoder().encode
+_decode_trades = msgspec.msgpack.Decoder(list[RecentTrade]).decode
 
 
 def format_level(fmt: SpecFormat, price: int, quantity: int) -> tuple[str, str]:
@@ -63,7 +70,7 @@ class SymbolFeed:
         self.quotes: set[Outbox] = set()
         self.books: dict[int, BookGroup] = {}
         self.last_quote: tuple[int, int, int, int] | None = None
-        self.recent: deque[tuple[int, int, int, Side, int]] = deque(maxlen=recent_trades)
+        self.recent: deque[RecentTrade] = deque(maxlen=recent_trades)
 
 
 class MarketDataHub:
@@ -161,6 +168,16 @@ class MarketDataHub:
         for subscribers in self.executions.values():
             found |= subscribers
         return found
+
+    def capture(self, symbol: str) -> bytes:
+        """The symbol's recent trades, for its snapshot (so `/trades` survives restarts)."""
+        return _encode_trades(list(self.feeds[symbol].recent))
+
+    def give_back(self, symbol: str, data: bytes) -> None:
+        """Restore what `capture` saved (recovery, before the journal tail)."""
+        feed = self.feeds[symbol]
+        feed.recent.clear()
+        feed.recent.extend(_decode_trades(data))
 
     def recent_trades(self, symbol: str, limit: int) -> list[TradeInfo]:
         """The last `limit` trades of `symbol`, oldest first."""

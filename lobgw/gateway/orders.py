@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -45,6 +44,7 @@ from lobgw.orders import (
     OrderTracker,
     fills_for,
 )
+from lobgw.orders.history import Execution, OrderHistory, Retention
 
 T = TypeVar("T")
 Answer = Callable[[T | None, BaseException | None], None]
@@ -59,16 +59,18 @@ def format_decimal(value: Decimal) -> str:
 
 
 class OrderRegistry:
-    """Every order's state, maintained from the actors' events."""
+    """Every order's state, maintained from the actors' events, and each symbol's history."""
 
-    def __init__(self, specs: dict[str, InstrumentSpec], finished_kept: int = 100_000) -> None:
+    def __init__(self, specs: dict[str, InstrumentSpec],
+                 retention: Retention | None = None) -> None:
         self.specs = specs
         self.formats = {symbol: SpecFormat(spec) for symbol, spec in specs.items()}
-        self.finished_kept = finished_kept
         self.tracker = OrderTracker()
-        self.finished: OrderedDict[int, OrderState] = OrderedDict()
+        self.histories = {symbol: OrderHistory(symbol, retention) for symbol in specs}
         self.client_ids: dict[tuple[str, str], int] = {}
+        """(account, client order id) -> order id, open or finished within the retention."""
         self.by_account: dict[str, set[int]] = {}
+        """The account's open order ids."""
         self.wants_executions: Callable[[str], bool] = lambda account: False
         self.on_executions: Callable[[str, list[tuple[str, ExecutionMessage]]], None] = (
             lambda symbol, reports: None)
@@ -82,11 +84,19 @@ class OrderRegistry:
     # -- bookkeeping driven by the gateway ----------------------------------------------------
 
     def reserve(self, order: OrderState) -> None:
-        """Hold a new order (and its client order id) until the engine answers."""
+        """Hold a new order (and its client order id) until the engine answers.
+
+        A client order id is taken for as long as its order is kept (open, or finished
+        within the retention): resending it is refused with the original order, so an
+        in-doubt retry never executes twice.
+        """
         if order.client_order_id is not None:
             key = (order.account, order.client_order_id)
-            if key in self.client_ids:
-                raise ApiError(ErrorCode.DUPLICATE_CLIENT_ORDER_ID, None, "client_order_id")
+            known = self.client_ids.get(key)
+            if known is not None:
+                original = self.get(known)
+                raise ApiError(ErrorCode.DUPLICATE_CLIENT_ORDER_ID, None, "client_order_id",
+                               order=None if original is None else self.info(original))
             self.client_ids[key] = order.order_id
         self.tracker.expect(order)
 
@@ -97,8 +107,15 @@ class OrderRegistry:
             self.client_ids.pop((order.account, order.client_order_id), None)
 
     def get(self, order_id: int) -> OrderState | None:
-        """An open, pending or recently finished order by id."""
-        return self.tracker.get(order_id) or self.finished.get(order_id)
+        """An open, pending or finished (within the retention) order by id."""
+        order = self.tracker.get(order_id)
+        if order is not None:
+            return order
+        for history in self.histories.values():
+            order = history.finished.get(order_id)
+            if order is not None:
+                return order
+        return None
 
     def owned(self, account: str, order_id: int | None,
               client_order_id: str | None) -> OrderState | None:
@@ -118,9 +135,25 @@ class OrderRegistry:
         return [order for order in orders if symbol is None or order.symbol == symbol]
 
     def restore(self, symbol: str, snapshot: BookSnapshot) -> None:
-        """After a restart: learn the resting orders a snapshot brought back."""
+        """After a restart: learn the resting orders a snapshot brought back (those the
+        history part of the snapshot did not already restore in full)."""
         for order in self.tracker.restore(symbol, snapshot.bids + snapshot.asks):
             self._index(order)
+
+    def capture(self, symbol: str) -> bytes:
+        """The symbol's part of a snapshot: its open orders in full and its history."""
+        return self.histories[symbol].encode(
+            [order for order in self.open.values() if order.symbol == symbol])
+
+    def give_back(self, symbol: str, data: bytes) -> None:
+        """Restore what `capture` saved (recovery, before the journal tail)."""
+        history = self.histories[symbol]
+        for order in history.decode(data):
+            self.open[order.order_id] = order
+            self._index(order)
+        for order in history.finished.values():
+            if order.client_order_id is not None:
+                self.client_ids[order.account, order.client_order_id] = order.order_id
 
     # -- the actor listener ---------------------------------------------------------------
 
@@ -133,11 +166,13 @@ class OrderRegistry:
 
     def _changed(self, kind: ExecutionKind, order: OrderState, event: Event,
                  fill: Fill | None) -> None:
-        """Tracker observer: keep the gateway's indexes, queue execution reports."""
+        """Tracker observer: keep the indexes and the history, queue execution reports."""
         if kind is _ACCEPTED:
             self._index(order)
         elif order.status.is_final:
             self._finish(order)
+        history = self.histories[order.symbol]
+        history.record(Execution.of(kind, order, event.seq, event.timestamp, fill))
         if self.wants_executions(order.account):
             self._reports.append((order.account, ExecutionMessage(
                 symbol=order.symbol, seq=event.seq, event=kind, order=self.info(order),
@@ -152,13 +187,29 @@ class OrderRegistry:
         owned = self.by_account.get(order.account)
         if owned is not None:
             owned.discard(order.order_id)
-        if order.client_order_id is not None:
-            key = (order.account, order.client_order_id)
-            if self.client_ids.get(key) == order.order_id:
-                del self.client_ids[key]
-        self.finished[order.order_id] = order
-        if len(self.finished) > self.finished_kept:
-            self.finished.popitem(last=False)
+        if order.client_order_id is not None:  # (a rejected order read back: not indexed)
+            self.client_ids.setdefault((order.account, order.client_order_id), order.order_id)
+        for gone in self.histories[order.symbol].finish(order):
+            if gone.client_order_id is not None:
+                key = (gone.account, gone.client_order_id)
+                if self.client_ids.get(key) == gone.order_id:
+                    del self.client_ids[key]
+
+    def executions(self, account: str, after: dict[str, int], symbol: str | None,
+                   limit: int, kinds: frozenset[ExecutionKind] | None
+                   ) -> tuple[list[Execution], dict[str, int]]:
+        """The account's executions after the cursor (symbol -> last sequence number seen),
+        oldest first by event time across symbols; and the cursor after them."""
+        found: list[Execution] = []
+        for name, history in self.histories.items():
+            if symbol is None or name == symbol:
+                found += history.of_account(account, after.get(name, 0), kinds)
+        found.sort(key=lambda e: (e.timestamp, e.symbol, e.seq))
+        page = found[:limit]
+        cursor = dict(after)
+        for execution in page:
+            cursor[execution.symbol] = execution.seq
+        return page, cursor
 
     # -- wire views -----------------------------------------------------------------------
 

@@ -108,6 +108,7 @@ class OrderState(msgspec.Struct, gc=False):
     status: OrderStatus = OrderStatus.NEW
     reason: Reason | None = None
     """Why the order was rejected, cancelled or expired."""
+    cancel_on_disconnect: bool = False
 
     @classmethod
     def submitted(cls, symbol: str, command: SubmitOrder) -> OrderState:
@@ -115,7 +116,7 @@ class OrderState(msgspec.Struct, gc=False):
         return cls(command.order_id, command.account, symbol, command.side, command.order_type,
                    command.time_in_force, command.price, command.quantity, command.quantity,
                    command.post_only, command.stp, command.client_order_id, command.timestamp,
-                   command.timestamp)
+                   command.timestamp, cancel_on_disconnect=command.cancel_on_disconnect)
 
     @classmethod
     def resting(cls, symbol: str, view: OrderView) -> OrderState:
@@ -125,7 +126,8 @@ class OrderState(msgspec.Struct, gc=False):
                    TimeInForce.GTC, view.price, view.quantity, view.remaining, view.post_only,
                    view.stp, view.client_order_id, view.timestamp, view.timestamp,
                    filled=filled, notional=-1,
-                   status=OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW)
+                   status=OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW,
+                   cancel_on_disconnect=view.cancel_on_disconnect)
 
 
 Observer = Callable[[ExecutionKind, OrderState, Event, Fill | None], None]
@@ -162,7 +164,8 @@ class OrderTracker:
     def restore(self, symbol: str, views: Iterable[OrderView]) -> list[OrderState]:
         """Open the resting orders a snapshot brought back; return them."""
         restored = [OrderState.resting(symbol, view) for view in views
-                    if self.accounts is None or view.account in self.accounts]
+                    if (self.accounts is None or view.account in self.accounts)
+                    and view.order_id not in self.open]
         for order in restored:
             self.open[order.order_id] = order
         return restored
@@ -208,9 +211,14 @@ class OrderTracker:
                 if observe is not None:
                     observe(_ACCEPTED, order, event, None)
             elif cls is OrderRejected:
-                order = self.pending.pop(event.order_id, None)  # type: ignore[attr-defined]
+                rejection: OrderRejected = event  # type: ignore[assignment]
+                order = self.pending.pop(rejection.order_id, None)
                 if order is None:
-                    continue  # a refused cancel or amend: the order is unchanged
+                    refused = rejection.order
+                    if refused is None or refused.order_id in open_orders or (
+                            self.accounts is not None and refused.account not in self.accounts):
+                        continue  # a refused cancel or amend: the order is unchanged
+                    order = OrderState.submitted(symbol, refused)  # read back (a journal)
                 order.status = OrderStatus.REJECTED
                 order.reason = event.reason  # type: ignore[attr-defined]
                 order.updated_at = event.timestamp

@@ -1,0 +1,136 @@
+"""What happened to one symbol's orders, kept for a retention window (pure, like the engine).
+
+Finished orders (filled, cancelled, expired, rejected) and every account's executions
+(accepted, fill, amended, canceled, expired, rejected) in event order. Retention is by count
+and by age measured in *event* time (the commands' timestamps, which the journal keeps), so
+a history rebuilt from a snapshot and the journal tail is the one that was lost, entry for
+entry. `encode` / `decode` carry it in the symbol's snapshots.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+import msgspec
+
+from lobgw.book.types import Reason, Side
+from lobgw.orders.lifecycle import ExecutionKind, OrderStatus
+from lobgw.orders.tracker import Fill, OrderState
+
+
+class Execution(msgspec.Struct, frozen=True, gc=False):
+    """One execution report of an account: what happened to one of its orders, and after it
+    the order's status, filled and remaining lots (prices in ticks, quantities in lots)."""
+
+    symbol: str
+    seq: int
+    timestamp: int
+    kind: ExecutionKind
+    order_id: int
+    account: str
+    client_order_id: str | None
+    side: Side
+    price: int | None
+    status: OrderStatus
+    filled: int
+    remaining: int
+    reason: Reason | None
+    fill: Fill | None
+
+    @classmethod
+    def of(cls, kind: ExecutionKind, order: OrderState, seq: int, timestamp: int,
+           fill: Fill | None) -> Execution:
+        """The report of `kind` happening to `order` (its state after it)."""
+        return cls(order.symbol, seq, timestamp, kind, order.order_id, order.account,
+                   order.client_order_id, order.side, order.price, order.status, order.filled,
+                   order.remaining, order.reason, fill)
+
+
+class Retention(msgspec.Struct, frozen=True):
+    """How much history a symbol keeps: the newest `orders` finished orders and `executions`
+    reports per account, none older than `max_age_seconds` of event time (0: no age limit)."""
+
+    orders: int = 100_000
+    executions: int = 100_000
+    max_age_seconds: float = 7 * 24 * 3600.0
+
+
+class _Saved(msgspec.Struct):
+    open: list[OrderState]
+    finished: list[OrderState]
+    executions: list[Execution]
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode = msgspec.msgpack.Decoder(_Saved).decode
+
+
+class OrderHistory:
+    """One symbol's finished orders and executions within the retention window."""
+
+    def __init__(self, symbol: str, retention: Retention | None = None) -> None:
+        self.symbol = symbol
+        self.retention = retention or Retention()
+        self.finished: OrderedDict[int, OrderState] = OrderedDict()
+        self.executions: dict[str, deque[Execution]] = {}
+        self.newest = 0
+        """The newest event time seen (what ages are measured from)."""
+
+    def finish(self, order: OrderState) -> list[OrderState]:
+        """Keep a finished order; return the orders that fell out of the window."""
+        self.finished[order.order_id] = order
+        self.finished.move_to_end(order.order_id)
+        self.newest = max(self.newest, order.updated_at)
+        return self._expire()
+
+    def record(self, execution: Execution) -> None:
+        """Keep one execution report of its account."""
+        reports = self.executions.get(execution.account)
+        if reports is None:
+            reports = self.executions[execution.account] = deque()
+        reports.append(execution)
+        self.newest = max(self.newest, execution.timestamp)
+        horizon = self._horizon()
+        while reports and (len(reports) > self.retention.executions
+                           or reports[0].timestamp < horizon):
+            reports.popleft()
+
+    def _horizon(self) -> int:
+        age = self.retention.max_age_seconds
+        return self.newest - int(age * 1e9) if age else -(1 << 62)
+
+    def _expire(self) -> list[OrderState]:
+        gone = []
+        horizon = self._horizon()
+        finished = self.finished
+        while finished:
+            oldest = next(iter(finished.values()))
+            if len(finished) <= self.retention.orders and oldest.updated_at >= horizon:
+                break
+            gone.append(finished.popitem(last=False)[1])
+        return gone
+
+    def of_account(self, account: str, after: int, kinds: frozenset[ExecutionKind] | None
+                   ) -> list[Execution]:
+        """The account's executions with a sequence number above `after`, oldest first."""
+        return [execution for execution in self.executions.get(account, ())
+                if execution.seq > after and (kinds is None or execution.kind in kinds)]
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    def encode(self, open_orders: list[OrderState]) -> bytes:
+        """The history and the symbol's open orders (their full state) as snapshot bytes."""
+        return _encode(_Saved(open_orders, list(self.finished.values()),
+                              [e for reports in self.executions.values() for e in reports]))
+
+    def decode(self, data: bytes) -> list[OrderState]:
+        """Replace the history with a snapshot's; return the open orders it held."""
+        saved = _decode(data)
+        self.finished = OrderedDict((order.order_id, order) for order in saved.finished)
+        self.executions = {}
+        for execution in sorted(saved.executions, key=lambda e: e.seq):
+            self.executions.setdefault(execution.account, deque()).append(execution)
+            self.newest = max(self.newest, execution.timestamp)
+        for order in saved.finished:
+            self.newest = max(self.newest, order.updated_at)
+        return saved.open
