@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -196,9 +197,9 @@ async def test_a_missing_middle_segment_refuses_to_start(tmp_path: Path) -> None
 
 # -- a disk that fails a write -----------------------------------------------------------------
 
-def failing(call: Callable[..., object], failures: list[int]) -> Callable[..., object]:
+def failing(call: Callable[..., Any], failures: list[int]) -> Callable[..., Any]:
     """`call`, except that the next `failures[0]` calls raise EIO."""
-    def wrapper(*args: object) -> object:
+    def wrapper(*args: object) -> Any:
         if failures[0] > 0:
             failures[0] -= 1
             raise OSError(errno.EIO, "Input/output error")
