@@ -23,6 +23,8 @@ from aiohttp import web
 
 from lobgw.actors import Exchange, Journal
 from lobgw.actors.journal import DirectoryLock
+from lobgw.book.commands import AnyCommand, CancelOrder
+from lobgw.book.types import Reason
 from lobgw.config import Config
 from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, describe
@@ -179,6 +181,7 @@ async def _recover(app: web.Application) -> None:
     exchange = app[EXCHANGE]
     registry = app[REGISTRY]
     recoveries = await exchange.recover(app[STATE].repair, registry.restore)
+    await _cancel_orphans(exchange, registry)
     for symbol, recovery in recoveries.items():
         log.info("recovered %s: snapshot seq %d, %d journal records (%d commands) in "
                  "%.3fs%s%s%s", symbol, recovery.snapshot_seq, recovery.records,
@@ -189,6 +192,22 @@ async def _recover(app: web.Application) -> None:
                  f", --repair dropped {recovery.dropped_commands} journaled command(s)"
                  if recovery.dropped_commands else "")
     _ready(app)
+
+
+async def _cancel_orphans(exchange: Exchange, registry: OrderRegistry) -> None:
+    """Cancel-on-disconnect across a restart: every session died with the old process, so
+    its orders placed with `cancel_on_disconnect` are cancelled now, through the journal,
+    with reason CANCEL_ON_DISCONNECT (the owner finds them in its executions history)."""
+    now = time.time_ns()
+    by_symbol: dict[str, list[AnyCommand]] = {}
+    for order in list(registry.open.values()):
+        if order.cancel_on_disconnect:
+            by_symbol.setdefault(order.symbol, []).append(
+                CancelOrder(order.order_id, now, Reason.CANCEL_ON_DISCONNECT))
+    for symbol, cancels in by_symbol.items():
+        await (await exchange.actor(symbol).send([cancels]))
+        log.info("cancel-on-disconnect: %d order(s) of sessions that ended with the previous "
+                 "process on %s", len(cancels), symbol)
 
 
 def _ready(app: web.Application) -> None:

@@ -30,6 +30,7 @@ from lobgw.gateway.errors import ApiError, rejected
 from lobgw.gateway.wire import (
     AmendBody,
     CancelAllResult,
+    ExecutionInfo,
     ExecutionMessage,
     FillInfo,
     OrderAck,
@@ -248,6 +249,22 @@ class OrderRegistry:
                         quantity=fmt.quantity(fill.quantity), liquidity=fill.liquidity,
                         timestamp=fill.timestamp)
 
+    def execution_info(self, execution: Execution) -> ExecutionInfo:
+        """The wire view of one execution report from the history."""
+        fmt = self.formats[execution.symbol]
+        return ExecutionInfo(
+            symbol=execution.symbol, seq=execution.seq, event=execution.kind,
+            order_id=execution.order_id, client_order_id=execution.client_order_id,
+            side=execution.side,
+            price=None if execution.price is None else fmt.price(execution.price),
+            status=execution.status, filled_quantity=fmt.quantity(execution.filled),
+            remaining_quantity=fmt.quantity(
+                0 if execution.status.is_final else execution.remaining),
+            reason=None if execution.reason is None else execution.reason.value,
+            timestamp=execution.timestamp,
+            fill=None if execution.fill is None else self.fill_info(execution.symbol,
+                                                                    execution.fill))
+
     def ack(self, order: OrderState, events: list[Event]) -> OrderAck:
         """The answer to a request about `order`: its state and its fills among `events`."""
         return OrderAck(order=self.info(order),
@@ -268,10 +285,13 @@ class OrderService:
     # Each operation validates and enqueues at once (raising ApiError for bad input), so a
     # WebSocket can keep reading; the answer arrives later, through `answer`.
 
-    def place(self, account: str, request: PlaceOrder, answer: Answer[OrderAck]
-              ) -> OrderState:
-        """Validate and enqueue a new order; `answer` gets the ack or the refusal."""
-        order, actor, command = self._prepare_place(account, request)
+    def place(self, account: str, request: PlaceOrder, answer: Answer[OrderAck],
+              cancel_on_disconnect: bool = False) -> OrderState:
+        """Validate and enqueue a new order; `answer` gets the ack or the refusal.
+
+        `cancel_on_disconnect` (a WebSocket session's choice) is journaled with the order.
+        """
+        order, actor, command = self._prepare_place(account, request, cancel_on_disconnect)
         registry = self.registry
 
         def placed(events: list[Event]) -> OrderAck:
@@ -289,7 +309,7 @@ class OrderService:
             raise
         return order
 
-    def _prepare_place(self, account: str, request: PlaceOrder
+    def _prepare_place(self, account: str, request: PlaceOrder, cancel_on_disconnect: bool
                        ) -> tuple[OrderState, SymbolActor, SubmitOrder]:
         actor = self.exchange.actor(request.symbol)
         self.received[request.symbol] = self.received.get(request.symbol, 0) + 1
@@ -310,7 +330,8 @@ class OrderService:
                               time_in_force=request.time_in_force,
                               post_only=request.post_only, stp=request.stp,
                               timestamp=time.time_ns(),
-                              client_order_id=request.client_order_id)
+                              client_order_id=request.client_order_id,
+                              cancel_on_disconnect=cancel_on_disconnect)
         order = OrderState.submitted(request.symbol, command)
         self.registry.reserve(order)
         return order, actor, command

@@ -3,8 +3,9 @@ encode the answer. Failures propagate as exceptions; the app's middleware maps t
 
 from __future__ import annotations
 
+import base64
 import functools
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from aiohttp import web
@@ -28,12 +29,14 @@ from lobgw.gateway.orders import answered, format_decimal
 from lobgw.gateway.wire import (
     AmendBody,
     DepthResponse,
+    ExecutionsResponse,
     HealthResponse,
     PlaceOrder,
     StatsResponse,
     SymbolInfo,
     TradesResponse,
 )
+from lobgw.orders import ExecutionKind
 
 _encode = msgspec.json.Encoder().encode
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -102,6 +105,34 @@ class SymbolQuery(msgspec.Struct, forbid_unknown_fields=True):
     """Optional symbol filter."""
 
     symbol: str | None = None
+
+
+class FillsQuery(msgspec.Struct, forbid_unknown_fields=True):
+    """Query of the executions history: which symbol, after which cursor, how many, and
+    whether to list fills only or every kind of execution report."""
+
+    symbol: str | None = None
+    after: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 100
+    events: Literal["fills", "all"] = "fills"
+
+
+_FILLS_ONLY = frozenset({ExecutionKind.FILL})
+
+
+def encode_cursor(seqs: dict[str, int]) -> str:
+    """An opaque cursor: the last sequence number seen per symbol."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(seqs)).decode().rstrip("=")
+
+
+def decode_cursor(text: str) -> dict[str, int]:
+    """The cursor `encode_cursor` made; a bad one is a 400 naming `after`."""
+    try:
+        return msgspec.json.decode(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)),
+                                   type=dict[str, int])
+    except (ValueError, msgspec.DecodeError):
+        raise ApiError(ErrorCode.INVALID_VALUE, "not a cursor this API returned",
+                       "after") from None
 
 
 async def health(request: web.Request) -> web.Response:
@@ -213,7 +244,7 @@ async def list_orders(request: web.Request) -> web.Response:
 
 
 async def get_order(request: web.Request) -> web.Response:
-    """One of the account's orders, open or recently finished."""
+    """One of the account's orders, open or finished within the history's retention."""
     account = authenticate(request)
     registry = request.app[REGISTRY]
     order = registry.owned(account, _order_id(request), None)
@@ -221,6 +252,33 @@ async def get_order(request: web.Request) -> web.Response:
         raise ApiError(ErrorCode.ORDER_NOT_FOUND, "no order of this account has that id",
                        "order_id")
     return json_response(registry.info(order))
+
+
+async def get_order_by_client_id(request: web.Request) -> web.Response:
+    """One of the account's orders by client order id, open or finished within the
+    history's retention."""
+    account = authenticate(request)
+    registry = request.app[REGISTRY]
+    order = registry.owned(account, None, request.match_info["client_order_id"])
+    if order is None:
+        raise ApiError(ErrorCode.ORDER_NOT_FOUND,
+                       "no order of this account has that client order id", "client_order_id")
+    return json_response(registry.info(order))
+
+
+async def list_fills(request: web.Request) -> web.Response:
+    """The account's own executions, oldest first, from a cursor (`after`, from `next`)."""
+    account = authenticate(request)
+    query: FillsQuery = read_query(request, FillsQuery)
+    if query.symbol is not None:
+        request.app[EXCHANGE].actor(query.symbol)  # an unknown symbol is a 400
+    registry = request.app[REGISTRY]
+    page, cursor = registry.executions(
+        account, decode_cursor(query.after) if query.after else {}, query.symbol, query.limit,
+        _FILLS_ONLY if query.events == "fills" else None)
+    return json_response(ExecutionsResponse(
+        executions=[registry.execution_info(execution) for execution in page],
+        next=encode_cursor(cursor)))
 
 
 async def cancel_order(request: web.Request) -> web.Response:

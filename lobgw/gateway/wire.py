@@ -93,6 +93,35 @@ class OrderAck(Wire):
     fills: list[FillInfo] = msgspec.field(default_factory=list)
 
 
+class ExecutionInfo(Wire):
+    """One execution report from the account's history: what happened to one of its
+    orders and the order's state after it (`fill` for a trade)."""
+
+    symbol: str
+    seq: int
+    """The symbol's event sequence number (what the `after` cursor counts)."""
+    event: ExecutionKind
+    order_id: int
+    client_order_id: str | None
+    side: Side
+    price: str | None
+    status: OrderStatus
+    filled_quantity: str
+    remaining_quantity: str
+    reason: str | None
+    timestamp: int
+    fill: FillInfo | None = None
+
+
+class ExecutionsResponse(Wire):
+    """A page of the account's executions, oldest first; `next` continues after it."""
+
+    executions: list[ExecutionInfo]
+    next: str
+    """Pass as `after` for the following page (also when this one is empty: new executions
+    appear after it)."""
+
+
 class CancelAllResult(Wire):
     """How many open orders a cancel-all cancelled."""
 

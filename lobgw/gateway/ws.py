@@ -19,6 +19,7 @@ from aiohttp import WSMsgType, web
 
 from lobgw.book.commands import CancelOrder
 from lobgw.book.events import Event
+from lobgw.book.types import Reason
 from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, CloseCode, describe
 from lobgw.gateway.keys import (
@@ -155,7 +156,8 @@ class Connection:
         match request:
             case PlaceOp():
                 order = self.service.place(self._account(), request.order,
-                                           self._answer(request.id, "place"))
+                                           self._answer(request.id, "place"),
+                                           self.cancel_on_disconnect)
                 self.placed.add(order.order_id)
                 if len(self.placed) > 10_000:
                     self._prune_placed()
@@ -240,7 +242,8 @@ class Connection:
         for order_id in sorted(self.placed):
             order = registry.tracker.get(order_id)
             if order is not None and order.account == self.account:
-                by_symbol.setdefault(order.symbol, []).append(CancelOrder(order_id, now))
+                by_symbol.setdefault(order.symbol, []).append(
+                    CancelOrder(order_id, now, Reason.CANCEL_ON_DISCONNECT))
         exchange = self.app[EXCHANGE]
         for symbol, cancels in by_symbol.items():
             try:
