@@ -79,6 +79,9 @@ Capture = Callable[[], bytes]
 Restore = Callable[[bytes], None]
 """Gives a listener back the state its capture saved in the snapshot recovery starts from."""
 
+RECOVERY_CHUNK = 8192
+"""Commands per request when a journal tail is applied at start-up."""
+
 SNAPSHOT_RETRY_FIRST = 1.0
 SNAPSHOT_RETRY_MAX = 60.0
 """Seconds before a failed snapshot is tried again: doubling from the first to the max."""
@@ -265,10 +268,16 @@ class SymbolActor:
                 restored(snapshot)
         self.start()
         started = time.perf_counter()
+        # Records are coalesced into big requests: the engine gives the same events however
+        # commands are chunked, and one request per record would cost more than its commands.
         future: asyncio.Future[Any] | None = None
-        for commands in batches:
-            future = asyncio.get_running_loop().create_future()
-            await self._queue.put(_Request((commands,), future=future, recovered=True))
+        chunk: list[AnyCommand] = []
+        for position, commands in enumerate(batches, 1):
+            chunk += commands
+            if len(chunk) >= RECOVERY_CHUNK or position == len(batches):
+                future = asyncio.get_running_loop().create_future()
+                await self._queue.put(_Request((chunk,), future=future, recovered=True))
+                chunk = []
         if future is not None:
             await future
         recovery.seconds += time.perf_counter() - started

@@ -263,7 +263,7 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
                                 functools.partial(registry.give_back, symbol))
         actor.add_snapshot_part("trades", functools.partial(hub.capture, symbol),
                                 functools.partial(hub.give_back, symbol))
-    registry.wants_executions = hub.wants_executions
+    registry.subscribed = hub.executions
     registry.on_executions = hub.on_executions
     # Listener order matters: order states first, then market data, then metrics.
     exchange.add_listener(registry.on_batch)

@@ -154,10 +154,6 @@ class MarketDataHub:
         for subscribers in self.executions.values():
             subscribers.discard(subscriber)
 
-    def wants_executions(self, account: str) -> bool:
-        """True if some connection listens to this account's executions."""
-        return bool(self.executions.get(account))
-
     def subscribers(self) -> set[Outbox]:
         """Every subscriber with at least one subscription."""
         found: set[Outbox] = set()

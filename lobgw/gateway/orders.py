@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
 from typing import Any, TypeVar
 
@@ -52,6 +52,7 @@ Answer = Callable[[T | None, BaseException | None], None]
 """Called once with an operation's result, or with the exception that refused it."""
 
 _ACCEPTED = ExecutionKind.ACCEPTED
+_FINAL = frozenset(status for status in OrderStatus if status.is_final)
 
 
 def format_decimal(value: Decimal) -> str:
@@ -72,10 +73,14 @@ class OrderRegistry:
         """(account, client order id) -> order id, open or finished within the retention."""
         self.by_account: dict[str, set[int]] = {}
         """The account's open order ids."""
-        self.wants_executions: Callable[[str], bool] = lambda account: False
+        self.subscribed: Mapping[str, Collection[object]] = {}
+        """Who listens to each account's execution reports (the hub's subscriptions)."""
         self.on_executions: Callable[[str, list[tuple[str, ExecutionMessage]]], None] = (
             lambda symbol, reports: None)
         self._reports: list[tuple[str, ExecutionMessage]] = []
+        # The batch's symbol (on_batch sets them: every change of a batch is of one symbol).
+        self._history = OrderHistory("")
+        self._record = self._history.record
 
     @property
     def open(self) -> dict[int, OrderState]:
@@ -160,6 +165,9 @@ class OrderRegistry:
 
     def on_batch(self, symbol: str, events: list[Event], book: BookReader) -> None:
         """Apply a batch of one symbol's events to the orders they concern."""
+        history = self.histories[symbol]
+        self._record = history.record
+        self._history = history
         self.tracker.apply(symbol, events, self._changed)
         if self._reports:
             reports, self._reports = self._reports, []
@@ -170,11 +178,13 @@ class OrderRegistry:
         """Tracker observer: keep the indexes and the history, queue execution reports."""
         if kind is _ACCEPTED:
             self._index(order)
-        elif order.status.is_final:
+        elif order.status in _FINAL:
             self._finish(order)
-        history = self.histories[order.symbol]
-        history.record(Execution.of(kind, order, event.seq, event.timestamp, fill))
-        if self.wants_executions(order.account):
+        self._record(Execution(
+            order.symbol, event.seq, event.timestamp, kind, order.order_id, order.account,
+            order.client_order_id, order.side, order.price, order.status, order.filled,
+            order.remaining, order.reason, fill))
+        if self.subscribed.get(order.account):
             self._reports.append((order.account, ExecutionMessage(
                 symbol=order.symbol, seq=event.seq, event=kind, order=self.info(order),
                 fill=None if fill is None else self.fill_info(order.symbol, fill))))
@@ -190,7 +200,7 @@ class OrderRegistry:
             owned.discard(order.order_id)
         if order.client_order_id is not None:  # (a rejected order read back: not indexed)
             self.client_ids.setdefault((order.account, order.client_order_id), order.order_id)
-        for gone in self.histories[order.symbol].finish(order):
+        for gone in self._history.finish(order):
             if gone.client_order_id is not None:
                 key = (gone.account, gone.client_order_id)
                 if self.client_ids.get(key) == gone.order_id:

@@ -71,44 +71,51 @@ class OrderHistory:
     def __init__(self, symbol: str, retention: Retention | None = None) -> None:
         self.symbol = symbol
         self.retention = retention or Retention()
+        self._orders_kept = self.retention.orders
+        self._age = int(self.retention.max_age_seconds * 1e9) or (1 << 62)
         self.finished: OrderedDict[int, OrderState] = OrderedDict()
         self.executions: dict[str, deque[Execution]] = {}
         self.newest = 0
         """The newest event time seen (what ages are measured from)."""
 
-    def finish(self, order: OrderState) -> list[OrderState]:
-        """Keep a finished order; return the orders that fell out of the window."""
-        self.finished[order.order_id] = order
-        self.finished.move_to_end(order.order_id)
-        self.newest = max(self.newest, order.updated_at)
-        return self._expire()
+    def finish(self, order: OrderState) -> tuple[OrderState, ...]:
+        """Keep a finished order; return the orders that fell out of the window.
+
+        Both checks run on every call (not every so often), so the window is the same
+        whether it was built live or rebuilt from a snapshot and a journal tail.
+        """
+        finished = self.finished
+        finished[order.order_id] = order
+        if order.updated_at > self.newest:
+            self.newest = order.updated_at
+        if len(finished) > self._orders_kept or \
+                next(iter(finished.values())).updated_at < self.newest - self._age:
+            return self._expire()
+        return ()
 
     def record(self, execution: Execution) -> None:
         """Keep one execution report of its account."""
         reports = self.executions.get(execution.account)
         if reports is None:
-            reports = self.executions[execution.account] = deque()
+            reports = self.executions[execution.account] = deque(
+                maxlen=self.retention.executions)
         reports.append(execution)
-        self.newest = max(self.newest, execution.timestamp)
-        horizon = self._horizon()
-        while reports and (len(reports) > self.retention.executions
-                           or reports[0].timestamp < horizon):
+        if execution.timestamp > self.newest:
+            self.newest = execution.timestamp
+        horizon = self.newest - self._age
+        while reports[0].timestamp < horizon:
             reports.popleft()
 
-    def _horizon(self) -> int:
-        age = self.retention.max_age_seconds
-        return self.newest - int(age * 1e9) if age else -(1 << 62)
-
-    def _expire(self) -> list[OrderState]:
+    def _expire(self) -> tuple[OrderState, ...]:
         gone = []
-        horizon = self._horizon()
+        horizon = self.newest - self._age
         finished = self.finished
         while finished:
             oldest = next(iter(finished.values()))
-            if len(finished) <= self.retention.orders and oldest.updated_at >= horizon:
+            if len(finished) <= self._orders_kept and oldest.updated_at >= horizon:
                 break
             gone.append(finished.popitem(last=False)[1])
-        return gone
+        return tuple(gone)
 
     def of_account(self, account: str, after: int, kinds: frozenset[ExecutionKind] | None
                    ) -> list[Execution]:
@@ -129,7 +136,8 @@ class OrderHistory:
         self.finished = OrderedDict((order.order_id, order) for order in saved.finished)
         self.executions = {}
         for execution in sorted(saved.executions, key=lambda e: e.seq):
-            self.executions.setdefault(execution.account, deque()).append(execution)
+            self.executions.setdefault(execution.account, deque(
+                maxlen=self.retention.executions)).append(execution)
             self.newest = max(self.newest, execution.timestamp)
         for order in saved.finished:
             self.newest = max(self.newest, order.updated_at)

@@ -53,6 +53,7 @@ class Fill(msgspec.Struct, frozen=True, gc=False):
     """The trade's sequence number."""
 
 
+_NEW = OrderStatus.NEW
 _MAKER = Liquidity.MAKER
 _TAKER = Liquidity.TAKER
 
@@ -116,7 +117,7 @@ class OrderState(msgspec.Struct, gc=False):
         return cls(command.order_id, command.account, symbol, command.side, command.order_type,
                    command.time_in_force, command.price, command.quantity, command.quantity,
                    command.post_only, command.stp, command.client_order_id, command.timestamp,
-                   command.timestamp, cancel_on_disconnect=command.cancel_on_disconnect)
+                   command.timestamp, 0, 0, _NEW, None, command.cancel_on_disconnect)
 
     @classmethod
     def resting(cls, symbol: str, view: OrderView) -> OrderState:
