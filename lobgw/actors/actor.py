@@ -428,6 +428,7 @@ class SymbolActor:
             try:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.nice(19)  # yield the CPU to order entry: the snapshot is not urgent
                 os.close(reader)
                 journal.store_snapshot(segment, journal.snapshot_bytes(
                     segment, self._engine.snapshot(), self._capture_parts()))
