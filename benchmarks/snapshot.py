@@ -39,7 +39,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_config(directory: Path, port: int, every: float) -> Path:
+def write_config(directory: Path, port: int, every: float, fsync: str) -> Path:
     """Two symbols, one account, a journal with snapshots every `every` seconds."""
     path = directory / "snapshot-bench.toml"
     path.write_text(f"""
@@ -69,7 +69,7 @@ per_ip_burst = 10000000
 
 [journal]
 directory = "{directory / "journal"}"
-fsync = "batch"
+fsync = "{fsync}"
 snapshot_every_commands = 100000000
 snapshot_every_seconds = {every}
 
@@ -174,7 +174,7 @@ async def one_run(every: float, args: argparse.Namespace) -> dict[str, list[floa
     """Seed, load both symbols, and return their ack latencies (plus the snapshot figures)."""
     with tempfile.TemporaryDirectory() as name:
         port = free_port()
-        process = await start_server(write_config(Path(name), port, every), port)
+        process = await start_server(write_config(Path(name), port, every, args.fsync), port)
         url = f"ws://127.0.0.1:{port}/ws"
         try:
             await seed(url, args.resting)
@@ -202,10 +202,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1_000.0)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--every", type=float, default=3.0)
+    parser.add_argument("--fsync", default="batch", choices=["batch", "always", "off"],
+                        help="the journal's fsync policy (default batch)")
     args = parser.parse_args()
     print(f"python {platform.python_version()} ({sys.executable}); {args.resting:,} resting "
           f"orders on BIG; {args.rate:,.0f} requests/s on BIG and on SMALL for "
-          f"{args.seconds:.0f} s")
+          f"{args.seconds:.0f} s; journal fsync {args.fsync}")
     off = asyncio.run(one_run(1e9, args))
     on = asyncio.run(one_run(args.every, args))
     for label, run in (("snapshots off", off), (f"every {args.every:g} s", on)):

@@ -31,15 +31,16 @@ PURE_FORBIDDEN = {"asyncio", "aiohttp", "logging", "time", "threading", "socket"
 LAYERS: dict[str, set[str]] = {
     # layer: the lobgw packages and modules it may import (besides itself)
     "lobgw.book": {"lobgw.errors"},
-    "lobgw.orders": {"lobgw.book", "lobgw.errors"},
-    "lobgw.actors": {"lobgw.book", "lobgw.errors", "lobgw.histogram"},
+    "lobgw.orders": {"lobgw.book", "lobgw.errors", "lobgw.encoding"},
+    "lobgw.actors": {"lobgw.book", "lobgw.errors", "lobgw.histogram", "lobgw.encoding"},
     "lobgw.gateway": {"lobgw", "lobgw.actors", "lobgw.book", "lobgw.orders", "lobgw.errors",
-                      "lobgw.config", "lobgw.histogram"},
+                      "lobgw.config", "lobgw.histogram", "lobgw.encoding"},
     "lobgw.sim": {"lobgw.actors", "lobgw.book", "lobgw.orders", "lobgw.errors",
                   "lobgw.client"},
     "lobgw.client": {"lobgw.gateway.wire"},
     "lobgw.config": {"lobgw.book", "lobgw.errors"},
     "lobgw.histogram": set(),
+    "lobgw.encoding": set(),
     "lobgw.errors": set(),
 }
 """`lobgw.cli` sits on top and may import anything; everything else is listed here."""

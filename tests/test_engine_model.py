@@ -188,6 +188,8 @@ class EngineMatchesModel(RuleBasedStateMachine):
         snapshot = self.engine.snapshot()
         assert Engine.restore(snapshot).snapshot() == snapshot
         assert self.batched.snapshot() == snapshot
+        # the cheap capture a snapshot file is written from describes the same book
+        assert self.engine.capture().image().snapshot() == snapshot
         if not self.pending:
             assert self.chunked.snapshot() == snapshot
             assert self.chunked.counters() == self.engine.counters()

@@ -152,3 +152,12 @@ def test_journal_tools_inspect_and_replay(tmp_path: Path) -> None:
                               str(tmp_path), "--symbol", "NOPE"], capture_output=True,
                              text=True, timeout=60)
     assert missing.returncode == 2 and "no journaled symbol named NOPE" in missing.stderr
+
+
+@pytest.mark.parametrize("count", [0, 1, 15, 16, 2047, 2048, 2049, 65535, 65536, 70000])
+def test_arrays_encoded_in_pieces_are_the_same_bytes(count: int) -> None:
+    from lobgw.encoding import encode_array
+
+    items = [order(i) for i in range(count)] if count < 5000 else list(range(count))
+    assert bytes(encode_array(items)) == msgspec.msgpack.encode(items)
+    assert bytes(encode_array(items, chunk=7)) == msgspec.msgpack.encode(items)

@@ -149,6 +149,17 @@ def test_a_torn_tail_is_cut_and_kept_in_quarantine(tmp_path: Path) -> None:
     assert kept.read_bytes() == HEADER.pack(500, 1234) + b"partial"
 
 
+def test_a_torn_tail_before_an_empty_prepared_segment_is_still_a_torn_tail(
+        tmp_path: Path) -> None:
+    write_journal(tmp_path / "data", 3)
+    segment = segment_path(tmp_path / "data" / "J", 0)
+    with segment.open("ab") as handle:
+        handle.write(HEADER.pack(500, 1234) + b"partial")
+    segment_path(tmp_path / "data" / "J", 1).touch()  # made ahead of the next rotation
+    _, recovery, tail = Journal(tmp_path / "data", "J").recover(SPEC)
+    assert (recovery.torn_bytes, len(tail)) == (15, 3)
+
+
 async def test_repair_quarantines_from_the_first_bad_byte_and_counts_what_it_drops(
         tmp_path: Path) -> None:
     write_journal(tmp_path / "data", 400)
@@ -175,8 +186,8 @@ async def test_both_snapshots_damaged_refuses_to_start(tmp_path: Path) -> None:
     for order_id in range(1, 11):
         engine.apply(order(order_id))
     journal.segment = 0
-    journal.write_snapshot(engine.snapshot())   # snapshot-1
-    journal.write_snapshot(engine.snapshot())   # snapshot-2: segment 0 is deleted
+    journal.write_snapshot(engine.capture())   # snapshot-1
+    journal.write_snapshot(engine.capture())   # snapshot-2: segment 0 is deleted
     journal.close()
     assert not segment_path(directory / "J", 0).exists()
     for index in (1, 2):

@@ -20,23 +20,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from lobgw.actors.journal import SNAPSHOT_BUCKETS, Journal, Recovery
+import msgspec
+
+from lobgw.actors.journal import SNAPSHOT_BUCKETS, Journal, Recovery, SnapshotWriter
 from lobgw.book.commands import AnyCommand
 from lobgw.book.engine import Engine
 from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
-from lobgw.book.views import BookSnapshot, Counters, OrderView
+from lobgw.book.views import BookCapture, BookSnapshot, Counters, OrderView
+from lobgw.encoding import Pieces
 from lobgw.errors import (
     InternalError,
     JournalUnavailableError,
+    LobgwError,
     NotReadyError,
     OverloadedError,
     ShuttingDownError,
@@ -73,11 +75,15 @@ class BookReader(Protocol):
 Listener = Callable[[str, list[Event], BookReader], None]
 """Called inside the actor after each batch with the symbol, its events and the book."""
 
-Capture = Callable[[], bytes]
-"""A listener's state for one symbol as of the end of the last batch, for a snapshot."""
+Capture = Callable[[], Callable[[], Pieces]]
+"""Takes a listener's state for one symbol as of the end of the last batch, cheaply (inside
+the actor's turn), and returns what encodes it for a snapshot, in pieces, later."""
 
 Restore = Callable[[bytes], None]
 """Gives a listener back the state its capture saved in the snapshot recovery starts from."""
+
+SNAPSHOT_SLICE = 0.0005
+"""Seconds of snapshot encoding between two yields to the event loop."""
 
 RECOVERY_CHUNK = 8192
 """Commands per request when a journal tail is applied at start-up."""
@@ -387,83 +393,75 @@ class SymbolActor:
             self.journal_available = True
         return batch
 
-    def _capture_parts(self) -> dict[str, bytes]:
+    def _capture_parts(self) -> dict[str, Callable[[], Pieces]]:
         return {name: capture() for name, (capture, _) in self._parts.items()}
 
     async def _snapshot(self, journal: Journal, final: bool = False) -> None:
         """Snapshot the book as of the end of this batch, off the hot path.
 
-        The parent only rotates the journal and forks: the child, a copy-on-write image of
-        this moment, builds, encodes and writes the snapshot while the actor goes on. The
-        clean-stop snapshot (`final`) is written here instead, after any in flight.
+        Inside the actor's turn only the capture happens (two dict copies of the book; the
+        listeners' parts likewise) and the journal rotates. The snapshot is then encoded and
+        written a piece at a time on the event loop, yielding after every
+        SNAPSHOT_SLICE seconds of work, and fsynced in a thread: neither a forked child
+        (copy-on-write faults stall the parent) nor an encoding thread (the GIL starves the
+        loop) is involved. The clean-stop snapshot (`final`) is awaited.
         """
         if journal.failed is not None:
             return  # the disk already failed us: the journal and its marker are the record
-        if final:
-            if self._snapshotting is not None:
-                await self._snapshotting
-            if not journal.commands_since_snapshot:
+        if self._snapshotting is not None:
+            if not final:
                 return
-            started = time.perf_counter()
-            try:
-                await asyncio.to_thread(journal.write_snapshot, self._engine.snapshot(),
-                                        self._capture_parts())
-            except OSError as error:
-                self._snapshot_failed(f"{error}")
-            else:
-                self.snapshot_write.observe(time.perf_counter() - started)
+            await self._snapshotting
+        if final and not journal.commands_since_snapshot:
             return
-        if self._snapshotting is not None or time.monotonic() < self._snapshot_retry_at:
+        if not final and time.monotonic() < self._snapshot_retry_at:
             return
         started = time.perf_counter()
+        capture = self._engine.capture()
+        parts = self._capture_parts()
         try:
             segment = journal.rotate()
-            reader, writer = os.pipe()
-            pid = os.fork()
         except OSError as error:
-            self._snapshot_failed(f"cannot start a snapshot: {error}")
+            self._snapshot_failed(f"cannot start a new segment: {error}")
             return
-        if pid == 0:  # the child: nothing but the snapshot, then out without cleanup
-            code = 0
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.nice(19)  # yield the CPU to order entry: the snapshot is not urgent
-                os.close(reader)
-                journal.store_snapshot(segment, journal.snapshot_bytes(
-                    segment, self._engine.snapshot(), self._capture_parts()))
-            except BaseException as error:
-                os.write(writer, f"{type(error).__name__}: {error}".encode()[:4000])
-                code = 1
-            finally:
-                os._exit(code)
-        os.close(writer)
         self.snapshot_pause.observe(time.perf_counter() - started)
         self._snapshotting = asyncio.create_task(
-            self._finish_snapshot(journal, pid, reader, segment, started),
+            self._write_snapshot(journal, segment, capture, parts, started),
             name=f"snapshot:{self.symbol}")
+        if final:
+            await self._snapshotting
 
-    async def _finish_snapshot(self, journal: Journal, pid: int, reader: int, segment: int,
-                               started: float) -> None:
+    async def _write_snapshot(self, journal: Journal, segment: int, capture: BookCapture,
+                              parts: dict[str, Callable[[], Pieces]], started: float) -> None:
+        writer = None
         try:
-            _, status = await asyncio.to_thread(os.waitpid, pid, 0)
-            message = os.read(reader, 4096).decode(errors="replace")
-        finally:
-            os.close(reader)
-        try:
-            if os.waitstatus_to_exitcode(status) != 0:
-                self._snapshot_failed(message or f"the snapshot process ended with {status}")
-                return
+            writer = journal.snapshot_writer(segment)
+            pause_at = time.perf_counter() + SNAPSHOT_SLICE
+            for piece in journal.snapshot_pieces(segment, capture, parts):
+                writer.write(piece)
+                if time.perf_counter() >= pause_at:
+                    await asyncio.sleep(0)  # let batches and I/O run
+                    pause_at = time.perf_counter() + SNAPSHOT_SLICE
+            await asyncio.to_thread(self._finish_snapshot, journal, writer)
             journal.prune(segment)
+        except (OSError, LobgwError, msgspec.EncodeError) as error:
+            if writer is not None:
+                writer.abandon()
+            self._snapshot_failed(f"{error}")
+        else:
             self.snapshot_write.observe(time.perf_counter() - started)
             if self.snapshot_error is not None:
                 log.warning("%s: snapshots are written again", self.symbol)
             self.snapshot_error = None
             self._snapshot_backoff = SNAPSHOT_RETRY_FIRST
-        except OSError as error:
-            self._snapshot_failed(f"{error}")
         finally:
             self._snapshotting = None
+
+    @staticmethod
+    def _finish_snapshot(journal: Journal, writer: SnapshotWriter) -> None:
+        """Make the snapshot durable and the next segment ready (blocking: in a thread)."""
+        writer.finish()
+        journal.prepare_next()
 
     def _snapshot_failed(self, reason: str) -> None:
         """Count a failed snapshot and back off; one log line per change of state."""

@@ -44,7 +44,7 @@ import os
 import struct
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Literal
@@ -53,7 +53,8 @@ import msgspec
 
 from lobgw.book.commands import AnyCommand, SubmitOrder
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.book.views import BookSnapshot
+from lobgw.book.views import BookCapture, BookImage, BookSnapshot
+from lobgw.encoding import ENCODE_CHUNK, Pieces, chunked_array_pieces, map_pieces
 from lobgw.errors import (
     JournalCorruptError,
     JournalLockedError,
@@ -70,9 +71,10 @@ FsyncPolicy = Literal["batch", "always", "off"]
 HEADER = struct.Struct("<II")
 FSYNC_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 SNAPSHOT_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
-SNAPSHOT_VERSION = 2
-SNAPSHOT_VERSIONS = (1, 2)
-"""Versions recovery reads (1: the book only; 2: the book and the listeners' parts)."""
+SNAPSHOT_VERSION = 3
+SNAPSHOT_VERSIONS = (1, 3)
+"""Versions recovery reads (1: the book as views; 3: the book's image and the listeners'
+parts)."""
 MARKER = "UNACKNOWLEDGED"
 SPEC_FILE = "instrument.json"
 
@@ -88,10 +90,22 @@ class SnapshotFile(msgspec.Struct, frozen=True):
     segment: int
     """The first journal segment not included in this snapshot."""
     max_order_id: int
-    book: BookSnapshot
-    parts: dict[str, bytes] = msgspec.field(default_factory=dict)
+    views: BookSnapshot | None = msgspec.field(default=None, name="book")
+    """Version 1: the book as views."""
+    image: BookImage | None = None
+    """Version 3: the book as its live orders."""
+    parts: dict[str, msgspec.Raw] = msgspec.field(default_factory=dict)
     """State of the actor's listeners as of the same moment (order history, recent trades),
-    by name; each part restores itself."""
+    by name, as each encoded it; each part restores itself."""
+
+    @property
+    def book(self) -> BookSnapshot:
+        """The book, whichever version wrote it."""
+        if self.image is not None:
+            return self.image.snapshot()
+        if self.views is None:
+            raise SnapshotDamagedError(f"snapshot of {self.symbol} holds no book")
+        return self.views
 
 
 class Unacknowledged(msgspec.Struct, frozen=True):
@@ -121,6 +135,7 @@ class Recovery:
     max_order_id: int = 0
     seconds: float = 0.0
     parts: dict[str, bytes] = field(default_factory=dict)
+    """The listeners' parts of the snapshot recovery started from, by name."""
 
 
 def segment_path(directory: Path, index: int) -> Path:
@@ -306,6 +321,7 @@ class Journal:
         self.snapshot_every_seconds = snapshot_every_seconds
         self.segment = 0
         self._file: int | None = None
+        self._prepared: tuple[int, int] | None = None
         self._good_length = 0
         self.failed: str | None = None
         """Why the journal takes no more writes (a failed write that could not be undone)."""
@@ -379,7 +395,7 @@ class Journal:
             recovery.snapshot_segment = index
             recovery.snapshot_seq = loaded.book.seq
             recovery.max_order_id = loaded.max_order_id
-            recovery.parts = dict(loaded.parts)
+            recovery.parts = {name: bytes(part) for name, part in loaded.parts.items()}
         elif all_segments and all_segments[0] != 0:
             damaged = len(snapshot_indices(self.directory))
             self._corrupt(recovery, repair, read_only, all_segments, 0,
@@ -396,9 +412,13 @@ class Journal:
                 segments = segments[:position]
                 break
         batches: list[list[AnyCommand]] = []
+        # Empty segments at the end (one prepared ahead of a rotation) hold nothing: the
+        # segment before them is the last one written, where a torn tail can be.
+        written = [i for i in segments if segment_path(self.directory, i).stat().st_size]
+        last_written = written[-1] if written else None
         for position, index in enumerate(segments):
             path = segment_path(self.directory, index)
-            last = position == len(segments) - 1
+            last = index == last_written or position == len(segments) - 1
             stop_at = cut if cut is not None and cut[0] == index else None
             damaged_at = self._read_segment(path, last, batches, recovery, stop_at)
             if damaged_at is None:
@@ -615,36 +635,51 @@ class Journal:
 
     def rotate(self) -> int:
         """Start a new segment at a snapshot's moment; return its index (the snapshot to
-        store is the book before it)."""
+        store is the book before it). Uses the segment `prepare_next` made durable ahead of
+        time when there is one, so rotating waits for no disk."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
         self.segment += 1
-        self.open()
+        prepared, self._prepared = self._prepared, None
+        if prepared is not None and prepared[0] == self.segment:
+            self._file = prepared[1]
+            self._good_length = os.fstat(self._file).st_size
+        else:
+            if prepared is not None:
+                os.close(prepared[1])
+            self.open()
         self.commands_since_snapshot = 0
         self.last_snapshot = time.monotonic()
         return self.segment
 
-    def snapshot_bytes(self, segment: int, book: BookSnapshot, parts: dict[str, bytes]
-                       ) -> bytes:
-        """The framed content of the snapshot before `segment`."""
-        return frame(_encode(SnapshotFile(SNAPSHOT_VERSION, self.symbol, segment,
-                                          self.max_order_id, book, parts)))
+    def prepare_next(self) -> None:
+        """Create the segment after the current one and make its name durable (blocking: in
+        a thread, while nothing rotates)."""
+        index = self.segment + 1
+        if self._prepared is None:
+            path = segment_path(self.directory, index)
+            descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            _fsync_directory(self.directory)
+            self._prepared = (index, descriptor)
 
-    def store_snapshot(self, segment: int, data: bytes) -> Path:
-        """Write a snapshot file durably (temporary file, fsync, rename, directory fsync).
+    def snapshot_pieces(self, segment: int, book: BookCapture,
+                        parts: dict[str, Callable[[], Pieces]]) -> Pieces:
+        """The snapshot before `segment` as consecutive pieces of its encoding, each a
+        bounded amount of work (see `lobgw.encoding`): the actor writes them between
+        batches."""
+        return map_pieces([
+            ("version", SNAPSHOT_VERSION), ("symbol", self.symbol), ("segment", segment),
+            ("max_order_id", self.max_order_id),
+            ("image", lambda: map_pieces([
+                ("spec", book.spec), ("seq", book.seq), ("counters", book.counters),
+                *_side_fields(book, "bid", book.side_keys(buy=True)),
+                *_side_fields(book, "ask", book.side_keys(buy=False))])),
+            ("parts", lambda: map_pieces(list(parts.items())))])
 
-        Safe to call from a child process: it touches nothing but the new file.
-        """
-        final = snapshot_path(self.directory, segment)
-        temporary = final.with_suffix(".tmp")
-        with temporary.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        temporary.rename(final)
-        _fsync_directory(self.directory)
-        return final
+    def snapshot_writer(self, segment: int) -> SnapshotWriter:
+        """A file for the snapshot before `segment`, to write pieces into."""
+        return SnapshotWriter(snapshot_path(self.directory, segment))
 
     def prune(self, segment: int) -> None:
         """After the snapshot before `segment` is stored: delete what the snapshot before it
@@ -657,19 +692,87 @@ class Journal:
         for index in previous[:-1]:
             snapshot_path(self.directory, index).unlink()
 
-    def write_snapshot(self, book: BookSnapshot, parts: dict[str, bytes] | None = None
-                       ) -> Path:
-        """Rotate, store and prune in one go (the clean-stop snapshot)."""
+    def write_snapshot(self, book: BookCapture,
+                       parts: dict[str, Callable[[], Pieces]] | None = None) -> Path:
+        """Rotate, encode, store and prune in one go (tools and tests; the actor writes its
+        snapshots piece by piece between batches instead)."""
         segment = self.rotate()
-        final = self.store_snapshot(segment, self.snapshot_bytes(segment, book, parts or {}))
+        writer = self.snapshot_writer(segment)
+        for piece in self.snapshot_pieces(segment, book, parts or {}):
+            writer.write(piece)
+        final = writer.finish()
         self.prune(segment)
         return final
 
     def close(self) -> None:
-        """Close the segment file."""
+        """Close the segment file (and a prepared next one, removing it while empty)."""
         if self._file is not None:
             os.close(self._file)
             self._file = None
+        if self._prepared is not None:
+            index, descriptor = self._prepared
+            self._prepared = None
+            os.close(descriptor)
+            path = segment_path(self.directory, index)
+            if path.exists() and not path.stat().st_size:
+                path.unlink()
+
+
+def _side_fields(book: BookCapture, side: str, keys: list[int]
+                 ) -> list[tuple[str, Callable[[], Pieces]]]:
+    """A side of a BookImage: its orders and their remaining lots, in priority order, made
+    and encoded a chunk at a time."""
+    count = sum(len(book.levels[key]) for key in keys)
+
+    def chunks(remaining: bool) -> Iterator[list[object]]:
+        chunk: list[object] = []
+        for key in keys:
+            queue = book.levels[key]
+            chunk += queue.values() if remaining else map(book.orders.__getitem__, queue)
+            if len(chunk) >= ENCODE_CHUNK:
+                yield chunk
+                chunk = []
+        yield chunk
+
+    return [(f"{side}s", lambda: chunked_array_pieces(count, chunks(False))),
+            (f"{side}_remaining", lambda: chunked_array_pieces(count, chunks(True)))]
+
+
+class SnapshotWriter:
+    """A snapshot file written piece by piece: a temporary file whose header (length and
+    CRC of the whole payload) is filled in at the end, then fsynced and renamed."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.temporary = final.with_suffix(".tmp")
+        self._handle: IO[bytes] = self.temporary.open("wb")
+        self._handle.write(HEADER.pack(0, 0))
+        self._length = 0
+        self._crc = 0
+
+    def write(self, piece: bytes) -> None:
+        """Append one piece of the payload."""
+        self._handle.write(piece)
+        self._crc = zlib.crc32(piece, self._crc)
+        self._length += len(piece)
+
+    def finish(self) -> Path:
+        """Fill in the header and make the file durable under its final name (blocking:
+        run it in a thread)."""
+        handle = self._handle
+        handle.seek(0)
+        handle.write(HEADER.pack(self._length, self._crc))
+        handle.flush()
+        os.fsync(handle.fileno())
+        handle.close()
+        self.temporary.rename(self.final)
+        _fsync_directory(self.final.parent)
+        return self.final
+
+    def abandon(self) -> None:
+        """Drop a snapshot that failed half-way."""
+        self._handle.close()
+        self.temporary.unlink(missing_ok=True)
 
 
 def _fsync_directory(directory: Path) -> None:

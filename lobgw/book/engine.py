@@ -47,7 +47,7 @@ from lobgw.book.events import (
 )
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
-from lobgw.book.views import BookSnapshot, Counters, OrderView
+from lobgw.book.views import BookCapture, BookSnapshot, Counters, OrderView
 from lobgw.errors import SnapshotError, UnknownCommandError
 
 # Enum members bound to module names: attribute access on an Enum class is slow in 3.11.
@@ -779,6 +779,13 @@ class Engine:
             bids=self._side_orders(self._bids),
             asks=self._side_orders(self._asks),
         )
+
+    def capture(self) -> BookCapture:
+        """A consistent copy of the book, cheap enough for the actor's turn (see
+        `BookCapture`); its `image()` is what a snapshot file stores."""
+        return BookCapture(self.spec, self._seq, self.counters(),
+                           {key: dict(level.orders) for key, level in self._levels.items()},
+                           dict(self._orders))
 
     def _side_orders(self, book: BookSide) -> list[OrderView]:
         return [

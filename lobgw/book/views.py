@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from lobgw.book.commands import SubmitOrder
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import SelfTradePrevention, Side
 
@@ -46,3 +47,66 @@ class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
     counters: Counters
     bids: list[OrderView]
     asks: list[OrderView]
+
+
+class BookImage(msgspec.Struct, frozen=True, gc=False):
+    """The book as its live orders in priority order, with each one's remaining lots: what a
+    snapshot file stores. Cheaper to make than views, because the live orders already are
+    immutable `SubmitOrder`s; `snapshot()` turns it into the `BookSnapshot` of the engine."""
+
+    spec: InstrumentSpec
+    seq: int
+    counters: Counters
+    bids: list[SubmitOrder]
+    bid_remaining: list[int]
+    asks: list[SubmitOrder]
+    ask_remaining: list[int]
+
+    def snapshot(self) -> BookSnapshot:
+        """The same book as views (what `Engine.restore` takes)."""
+        def views(orders: list[SubmitOrder], remaining: list[int]) -> list[OrderView]:
+            return [OrderView(order.order_id, order.account, order.side, order.price or 0,
+                              order.quantity, left, order.timestamp, order.post_only,
+                              order.stp, order.client_order_id, order.cancel_on_disconnect)
+                    for order, left in zip(orders, remaining, strict=True)]
+        return BookSnapshot(self.spec, self.seq, self.counters,
+                            views(self.bids, self.bid_remaining),
+                            views(self.asks, self.ask_remaining))
+
+
+class BookCapture:
+    """A consistent copy of a book taken in two C-speed dict copies (about a millisecond for
+    80,000 orders), so a snapshot holds its actor only that long; `image()` does the rest
+    (ordering, listing) later, anywhere. Safe because live orders are immutable: an amend
+    replaces the order, it never changes it."""
+
+    __slots__ = ("counters", "levels", "orders", "seq", "spec")
+
+    def __init__(self, spec: InstrumentSpec, seq: int, counters: Counters,
+                 levels: dict[int, dict[int, int]], orders: dict[int, SubmitOrder]) -> None:
+        self.spec = spec
+        self.seq = seq
+        self.counters = counters
+        self.levels = levels
+        """Level key (price x side sign) -> {order id: remaining lots}, in time order."""
+        self.orders = orders
+
+    def side_keys(self, buy: bool) -> list[int]:
+        """One side's level keys, best first (bids have negative keys)."""
+        return sorted(key for key in self.levels if (key < 0) == buy)
+
+    def image(self) -> BookImage:
+        """The captured book in priority order (best level first, then time)."""
+        sides: list[tuple[list[SubmitOrder], list[int]]] = []
+        orders = self.orders
+        for keys in (self.side_keys(buy=True), self.side_keys(buy=False)):
+            listed: list[SubmitOrder] = []
+            remaining: list[int] = []
+            for key in keys:
+                queue = self.levels[key]
+                listed += map(orders.__getitem__, queue)
+                remaining += queue.values()
+            sides.append((listed, remaining))
+        (bids, bid_remaining), (asks, ask_remaining) = sides
+        return BookImage(self.spec, self.seq, self.counters, bids, bid_remaining, asks,
+                         ask_remaining)

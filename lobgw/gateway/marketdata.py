@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -22,6 +22,7 @@ from lobgw.actors import BookReader
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
+from lobgw.encoding import Pieces, array_pieces
 from lobgw.gateway.outbox import Outbox, encode_frame
 from lobgw.gateway.wire import (
     CHECKSUM_LEVELS,
@@ -39,7 +40,6 @@ BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 
 RecentTrade = tuple[int, int, int, Side, int]
 """(seq, price, quantity, aggressor, timestamp) of a public trade."""
-_encode_trades = msgspec.msgpack.Encoder().encode
 _decode_trades = msgspec.msgpack.Decoder(list[RecentTrade]).decode
 
 
@@ -165,9 +165,11 @@ class MarketDataHub:
             found |= subscribers
         return found
 
-    def capture(self, symbol: str) -> bytes:
-        """The symbol's recent trades, for its snapshot (so `/trades` survives restarts)."""
-        return _encode_trades(list(self.feeds[symbol].recent))
+    def capture(self, symbol: str) -> Callable[[], Pieces]:
+        """The symbol's recent trades, for its snapshot (so `/trades` survives restarts):
+        taken now, encoded later."""
+        trades = list(self.feeds[symbol].recent)
+        return lambda: array_pieces(trades)
 
     def give_back(self, symbol: str, data: bytes) -> None:
         """Restore what `capture` saved (recovery, before the journal tail)."""

@@ -25,6 +25,7 @@ from lobgw.book.events import Event, OrderCanceled, OrderRejected
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import OrderType, Reason, TimeInForce
 from lobgw.book.views import BookSnapshot
+from lobgw.encoding import Pieces
 from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, rejected
 from lobgw.gateway.wire import (
@@ -141,22 +142,29 @@ class OrderRegistry:
         return [order for order in orders if symbol is None or order.symbol == symbol]
 
     def restore(self, symbol: str, snapshot: BookSnapshot) -> None:
-        """After a restart: learn the resting orders a snapshot brought back (those the
-        history part of the snapshot did not already restore in full)."""
+        """After a restart: the resting orders a snapshot brought back, completed from their
+        kept executions (creation time, fills and so the average price; without all of its
+        fills an order's average price is unknown)."""
+        executions = self.histories[symbol].of_order()
         for order in self.tracker.restore(symbol, snapshot.bids + snapshot.asks):
+            reports = executions.get(order.order_id, ())
+            if reports:
+                order.created_at = reports[0].timestamp
+                order.updated_at = reports[-1].timestamp
+                fills = [report.fill for report in reports if report.fill is not None]
+                if sum(fill.quantity for fill in fills) == order.filled:
+                    order.notional = sum(fill.quantity * fill.price for fill in fills)
             self._index(order)
 
-    def capture(self, symbol: str) -> bytes:
-        """The symbol's part of a snapshot: its open orders in full and its history."""
-        return self.histories[symbol].encode(
-            [order for order in self.open.values() if order.symbol == symbol])
+    def capture(self, symbol: str) -> Callable[[], Pieces]:
+        """The symbol's part of a snapshot, its history, taken now and encoded later."""
+        return self.histories[symbol].capture()
 
     def give_back(self, symbol: str, data: bytes) -> None:
-        """Restore what `capture` saved (recovery, before the journal tail)."""
+        """Restore what `capture` saved (recovery, before the snapshot's book and the
+        journal tail)."""
         history = self.histories[symbol]
-        for order in history.decode(data):
-            self.open[order.order_id] = order
-            self._index(order)
+        history.decode(data)
         for order in history.finished.values():
             if order.client_order_id is not None:
                 self.client_ids[order.account, order.client_order_id] = order.order_id

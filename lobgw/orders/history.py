@@ -9,11 +9,14 @@ entry. `encode` / `decode` carry it in the symbol's snapshots.
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict, deque
+from collections.abc import Callable
 
 import msgspec
 
 from lobgw.book.types import Reason, Side
+from lobgw.encoding import Pieces, array_pieces, map_pieces
 from lobgw.orders.lifecycle import ExecutionKind, OrderStatus
 from lobgw.orders.tracker import Fill, OrderState
 
@@ -56,12 +59,10 @@ class Retention(msgspec.Struct, frozen=True):
 
 
 class _Saved(msgspec.Struct):
-    open: list[OrderState]
     finished: list[OrderState]
     executions: list[Execution]
 
 
-_encode = msgspec.msgpack.Encoder().encode
 _decode = msgspec.msgpack.Decoder(_Saved).decode
 
 
@@ -125,13 +126,24 @@ class OrderHistory:
 
     # -- snapshots ---------------------------------------------------------------------------
 
-    def encode(self, open_orders: list[OrderState]) -> bytes:
-        """The history and the symbol's open orders (their full state) as snapshot bytes."""
-        return _encode(_Saved(open_orders, list(self.finished.values()),
-                              [e for reports in self.executions.values() for e in reports]))
+    def capture(self) -> Callable[[], Pieces]:
+        """Take the history as it is now (cheap: its entries never change once kept) and
+        return what encodes it for a snapshot, in pieces, later."""
+        finished = list(self.finished.values())
+        executions = list(itertools.chain.from_iterable(self.executions.values()))
+        return lambda: map_pieces([("finished", lambda: array_pieces(finished)),
+                                   ("executions", lambda: array_pieces(executions))])
 
-    def decode(self, data: bytes) -> list[OrderState]:
-        """Replace the history with a snapshot's; return the open orders it held."""
+    def of_order(self) -> dict[int, list[Execution]]:
+        """Every kept execution by order id, oldest first (to rebuild open orders)."""
+        by_order: dict[int, list[Execution]] = {}
+        for reports in self.executions.values():
+            for execution in reports:
+                by_order.setdefault(execution.order_id, []).append(execution)
+        return by_order
+
+    def decode(self, data: bytes) -> None:
+        """Replace the history with what a snapshot's `capture` encoded."""
         saved = _decode(data)
         self.finished = OrderedDict((order.order_id, order) for order in saved.finished)
         self.executions = {}
@@ -141,4 +153,3 @@ class OrderHistory:
             self.newest = max(self.newest, execution.timestamp)
         for order in saved.finished:
             self.newest = max(self.newest, order.updated_at)
-        return saved.open
