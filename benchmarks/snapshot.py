@@ -188,8 +188,8 @@ async def one_run(every: float, args: argparse.Namespace) -> dict[str, list[floa
             await asyncio.wait_for(process.wait(), 120)
     figures: dict[str, list[float]] = {"BIG": results[0], "SMALL": results[1]}
     for phase in ("pause", "write"):
-        pattern = (r'lobgw_snapshot_seconds_(sum|count)\{phase="%s",symbol="BIG"\} ([0-9.e+-]+)'
-                   % phase)
+        pattern = (r"lobgw_snapshot_seconds_(sum|count)\{phase=\"" + phase
+                   + r"\",symbol=\"BIG\"\} ([0-9.e+-]+)")
         found = dict(re.findall(pattern, metrics))
         figures[phase] = [float(found.get("sum", 0)), float(found.get("count", 0))]
     return figures
@@ -222,7 +222,7 @@ def main() -> None:
     (pause_sum, count), (write_sum, _) = on["pause"], on["write"]
     if count:
         print(f"snapshots of BIG: {count:.0f}, mean pause {pause_sum / count * 1e3:.2f} ms, "
-              f"mean write {write_sum / count * 1e3:.0f} ms (in a child process)")
+              f"mean write {write_sum / count * 1e3:.0f} ms (encoded on the loop in pieces)")
 
 
 if __name__ == "__main__":
