@@ -57,6 +57,13 @@ directory = "{data}"
 fsync = "batch"         # batch (group commit) | always | off
 snapshot_every_commands = 100000
 snapshot_every_seconds = 60
+
+# How long finished orders and executions stay queryable (and client order ids stay taken),
+# per symbol; kept across restarts.
+[history]
+orders_kept = 100000
+executions_kept = 100000          # per account
+max_age_seconds = 604800          # 7 days of event time (0: no age limit)
 '''
 
 
