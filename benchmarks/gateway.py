@@ -25,8 +25,6 @@ import asyncio
 import os
 import platform
 import random
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import websockets
+from serving import free_port, start_server, stop_server
 
 KEYS = [f"bench-key-{i:04d}-0000000000000000" for i in range(16)]
 
@@ -89,34 +88,7 @@ level = "WARNING"
     return path
 
 
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
-
-async def start_server(config: Path, port: int) -> asyncio.subprocess.Process:
-    """Start `lobgw serve` and wait until it is ready."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(400):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/ready") as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("server did not start")
-
-
-async def stop_server(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM and wait."""
-    process.send_signal(signal.SIGTERM)
-    await asyncio.wait_for(process.wait(), 30)
 
 
 class Trader:

@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import platform
 import re
-import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -28,15 +26,10 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import websockets
+from serving import free_port, start_server, stop_server
 
 KEY = "snapshot-bench-key-000000000001"
 
-
-def free_port() -> int:
-    """A free TCP port on loopback."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(directory: Path, port: int, every: float, fsync: str) -> Path:
@@ -79,22 +72,6 @@ level = "WARNING"
 """)
     return path
 
-
-async def start_server(config: Path, port: int) -> asyncio.subprocess.Process:
-    """Start `lobgw serve` and wait until it is ready."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "lobgw", "serve", "--config", str(config),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-    async with aiohttp.ClientSession() as session:
-        for _ in range(1200):
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/ready") as response:
-                    if response.status == 200:
-                        return process
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.05)
-    raise RuntimeError("server did not start")
 
 
 async def connect(url: str) -> websockets.ClientConnection:
@@ -184,8 +161,7 @@ async def one_run(every: float, args: argparse.Namespace) -> dict[str, list[floa
                     f"http://127.0.0.1:{port}/metrics") as reply:
                 metrics = await reply.text()
         finally:
-            process.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(process.wait(), 120)
+            await stop_server(process)
     figures: dict[str, list[float]] = {"BIG": results[0], "SMALL": results[1]}
     for phase in ("pause", "write"):
         pattern = (r"lobgw_snapshot_seconds_(sum|count)\{phase=\"" + phase
