@@ -74,7 +74,7 @@ per_ip_rate = 10000000
 per_ip_burst = 10000000
 
 [runtime]
-subscriber_queue_size = 65536
+slow_consumer_bytes = 67108864
 
 [journal]
 enabled = {"true" if journal else "false"}

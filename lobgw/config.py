@@ -65,8 +65,15 @@ class RuntimeConfig(Section, frozen=True):
 
     command_queue_size: Positive = 16_384
     batch_size: Positive = 512
-    subscriber_queue_size: Positive = 4_096
-    """Messages buffered per WebSocket before it counts as a slow consumer and is closed."""
+    slow_consumer_bytes: Positive = 4 << 20
+    """A WebSocket that stays more than this many bytes behind (queued plus unsent in its
+    socket) for `slow_consumer_seconds` is closed as a slow consumer (4008)."""
+    slow_consumer_seconds: PositiveFloat = 5.0
+    max_outbox_bytes: Positive = 64 << 20
+    """A WebSocket this far behind is closed at once, whatever the time."""
+    slow_consumer_close_seconds: PositiveFloat = 2.0
+    """How long a closed slow consumer gets to take its close frame before the connection is
+    cut (so it stops holding kernel buffers)."""
     market_data_flush_ms: Annotated[float, msgspec.Meta(ge=0, le=100)] = 5.0
     """Market data waits up to this long so one send carries many messages (0: no wait)."""
     heartbeat_seconds: PositiveFloat = 5.0

@@ -267,7 +267,8 @@ async def test_websocket_rate_limit_errors_then_closes(gateways: Callable[..., A
 async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
     gateways: Callable[..., Any]
 ) -> None:
-    gateway = await gateways(runtime={"subscriber_queue_size": 16})
+    gateway = await gateways(runtime={"slow_consumer_bytes": 65536,
+                                      "slow_consumer_seconds": 0.2})
     async with await connect(gateway) as alice:
         for i in range(500):  # a deep book makes each snapshot large
             await alice.send_nowait({"op": "place", "order": {
@@ -288,11 +289,11 @@ async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
                 break
             await asyncio.sleep(0.02)
         assert metrics.slow_disconnects == 1
-        assert metrics.messages_dropped > 0
         transport.resume_reading()
         with pytest.raises(websockets.ConnectionClosed):
             while True:
                 await slow.recv()
+        # it takes its close frame in time (else the connection would be cut)
         assert slow.close_code == 4008
         # The others go on: a trade still reaches the healthy subscriber.
         async with await connect(gateway, BOB_KEY) as bob:

@@ -215,12 +215,29 @@ def _ready(app: web.Application) -> None:
     log.info("gateway ready: %d symbols", len(app[EXCHANGE].actors))
 
 
+HOUSEKEEPING_SECONDS = 0.25
+"""How often connections are checked for being too far behind."""
+
+
 async def _heartbeats(app: web.Application) -> None:
+    """Apply the slow-consumer policy to every connection (also those with nothing new to
+    send), and send heartbeats to every authenticated or subscribed connection that has
+    been quiet for `runtime.heartbeat_seconds`."""
     interval = app[CONFIG].runtime.heartbeat_seconds
     hub = app[HUB]
+    state = app[STATE]
+    next_heartbeat = time.monotonic() + interval / 2
     while True:
-        await asyncio.sleep(interval / 2)
-        hub.heartbeat(interval)
+        await asyncio.sleep(HOUSEKEEPING_SECONDS)
+        now = time.monotonic()
+        for connection in list(state.connections):
+            connection.outbox.check(now)
+        if now >= next_heartbeat:
+            next_heartbeat = now + interval / 2
+            subscribed = hub.subscribers()
+            hub.heartbeat(interval, [connection.outbox for connection in state.connections
+                                     if connection.account is not None
+                                     or connection.outbox in subscribed])
 
 
 async def close_websockets(app: web.Application) -> None:

@@ -222,15 +222,15 @@ class MarketDataHub:
             if subscribers:
                 self._send(subscribers, encode_frame(report))
 
-    def heartbeat(self, idle_seconds: float) -> None:
-        """Send a heartbeat to every subscriber that has been quiet for `idle_seconds`."""
+    def heartbeat(self, idle_seconds: float, outboxes: Iterable[Outbox]) -> None:
+        """Send a heartbeat to each of `outboxes` that has been quiet for `idle_seconds`."""
         now = time.monotonic()
         message = None
-        for subscriber in self.subscribers():
-            if now - subscriber.last_sent >= idle_seconds:
+        for outbox in outboxes:
+            if now - outbox.last_sent >= idle_seconds:
                 message = message or encode_frame(HeartbeatMessage(time=time.time_ns()))
-                subscriber.offer(message)
-                subscriber.last_sent = now
+                outbox.offer(message)
+                outbox.last_sent = now
 
     def _send(self, subscribers: Iterable[Outbox], data: bytes) -> None:
         for subscriber in list(subscribers):  # a copy: an overflow unsubscribes mid-loop

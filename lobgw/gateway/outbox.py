@@ -6,8 +6,9 @@ with something queued are flushed together by the `Flusher` (replies at the end 
 iteration, market data within `runtime.market_data_flush_ms`), each with a single
 `writelines` — one system call for everything that accumulated, instead of a task wake-up
 and a system call per message per subscriber. While a socket's send buffer is
-above `HIGH_WATER` its outbox holds frames and waits for it to drain; an outbox that fills up
-meanwhile (`capacity` frames) is a slow consumer and is closed by its connection.
+above `HIGH_WATER` its outbox holds frames and waits for it to drain. A connection that stays
+too far behind for too long (`SlowConsumerPolicy`) is a slow consumer and is closed by its
+connection; one burst, however big, is not.
 
 aiohttp's own writer sends one frame per call, so frames are built here: a final, unmasked,
 uncompressed text frame is a 2-, 4- or 10-byte header and the payload (RFC 6455 §5.2).
@@ -15,8 +16,11 @@ uncompressed text frame is a 2-, 4- or 10-byte header and the payload (RFC 6455 
 
 from __future__ import annotations
 
+import array
 import asyncio
+import fcntl
 import struct
+import termios
 import time
 from collections.abc import Callable
 from typing import Any
@@ -92,20 +96,57 @@ class Flusher:
             self.frames_written += outbox.flush()
 
 
+_UNSENT = array.array("i", [0])
+
+
+def _unsent_in_kernel(transport: asyncio.Transport) -> int:
+    """Bytes in the socket's send queue that the peer has not acknowledged (0 where the
+    platform cannot tell)."""
+    sock = transport.get_extra_info("socket")
+    if sock is None or not hasattr(termios, "TIOCOUTQ"):
+        return 0
+    try:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, _UNSENT, True)
+    except OSError:
+        return 0
+    return _UNSENT[0]
+
+
+class SlowConsumerPolicy:
+    """When a connection counts as too far behind to keep.
+
+    Behind means the bytes queued here plus the bytes in the socket's write buffer: what the
+    peer has not read yet. A connection is slow once it stays more than `behind_bytes`
+    behind for `behind_seconds` (a reader that drains keeps its connection through any single
+    burst), or at once when it is more than `max_bytes` behind (memory is finite).
+    """
+
+    __slots__ = ("behind_bytes", "behind_seconds", "max_bytes")
+
+    def __init__(self, behind_bytes: int = 4 << 20, behind_seconds: float = 5.0,
+                 max_bytes: int = 64 << 20) -> None:
+        self.behind_bytes = behind_bytes
+        self.behind_seconds = behind_seconds
+        self.max_bytes = max_bytes
+
+
 class Outbox:
     """One connection's queued outgoing frames."""
 
-    __slots__ = ("_drainer", "blocked", "capacity", "closed", "dropped", "flusher",
-                 "frames", "last_sent", "name", "on_overflow", "transport", "urgent")
+    __slots__ = ("_drainer", "behind_since", "blocked", "closed", "dropped", "flusher",
+                 "frames", "last_sent", "name", "on_overflow", "policy", "queued_bytes",
+                 "transport", "urgent")
 
     def __init__(self, name: str, transport: asyncio.Transport, flusher: Flusher,
-                 capacity: int, on_overflow: Callable[[Outbox], None]) -> None:
+                 policy: SlowConsumerPolicy, on_overflow: Callable[[Outbox], None]) -> None:
         self.name = name
         self.transport = transport
         self.flusher = flusher
-        self.capacity = capacity
+        self.policy = policy
         self.on_overflow = on_overflow
         self.frames: list[bytes] = []
+        self.queued_bytes = 0
+        self.behind_since: float | None = None
         self.closed = False
         self.blocked = False
         self.urgent = False
@@ -114,20 +155,18 @@ class Outbox:
         self._drainer: asyncio.Task[None] | None = None
 
     def offer(self, frame: bytes, urgent: bool = False) -> None:
-        """Queue a frame without waiting; a full outbox calls `on_overflow` instead.
+        """Queue a frame without waiting; a connection past the hard limit is closed.
 
         `urgent` frames (replies to requests) are flushed without the market-data delay.
         """
         if self.closed:
             return
         frames = self.frames
-        if len(frames) >= self.capacity:
-            self.closed = True
-            self.dropped += len(frames) + 1
-            frames.clear()
-            self.on_overflow(self)
-            return
         frames.append(frame)
+        self.queued_bytes += len(frame)
+        if self.queued_bytes > self.policy.max_bytes:
+            self._overflow()
+            return
         if self.blocked:
             return
         if len(frames) == 1:
@@ -136,6 +175,35 @@ class Outbox:
         elif urgent and not self.urgent:
             self.urgent = True
             self.flusher.mark(self, True)
+
+    def behind(self) -> int:
+        """Bytes the peer has not taken yet: queued here, in the transport's buffer, and
+        sent to the kernel but not acknowledged by the peer (Linux `TIOCOUTQ`; loopback
+        and fast links hide megabytes there)."""
+        return (self.queued_bytes + self.transport.get_write_buffer_size()
+                + _unsent_in_kernel(self.transport))
+
+    def check(self, now: float | None = None) -> bool:
+        """Apply the slow-consumer policy; return True if the connection was closed."""
+        if self.closed:
+            return False
+        if self.behind() <= self.policy.behind_bytes:
+            self.behind_since = None
+            return False
+        now = time.monotonic() if now is None else now
+        if self.behind_since is None:
+            self.behind_since = now
+        elif now - self.behind_since >= self.policy.behind_seconds:
+            self._overflow()
+            return True
+        return False
+
+    def _overflow(self) -> None:
+        self.closed = True
+        self.dropped += len(self.frames)
+        self.frames.clear()
+        self.queued_bytes = 0
+        self.on_overflow(self)
 
     def flush(self) -> int:
         """Write what is queued unless the socket is backed up; return frames written."""
@@ -146,21 +214,27 @@ class Outbox:
         if transport.is_closing():
             self.closed = True
             frames.clear()
+            self.queued_bytes = 0
             return 0
         if transport.get_write_buffer_size() > HIGH_WATER:
             self.blocked = True
             self._drainer = asyncio.ensure_future(self._wait_for_room())
+            self.check()
             return 0
         transport.writelines(frames)
         count = len(frames)
         self.frames = []
+        self.queued_bytes = 0
         self.urgent = False
         self.last_sent = time.monotonic()
+        self.check()
         return count
 
     async def _wait_for_room(self) -> None:
         transport = self.transport
         while transport.get_write_buffer_size() > LOW_WATER and not transport.is_closing():
+            if self.check():
+                return
             await asyncio.sleep(0.005)
         self.blocked = False
         if self.frames:
@@ -170,5 +244,6 @@ class Outbox:
         """Stop sending: drop what is queued and stop any wait for room."""
         self.closed = True
         self.frames = []
+        self.queued_bytes = 0
         if self._drainer is not None:
             self._drainer.cancel()

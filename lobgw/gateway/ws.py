@@ -37,7 +37,7 @@ from lobgw.gateway.keys import (
 )
 from lobgw.gateway.marketdata import BOOK_DEPTHS
 from lobgw.gateway.orders import Answer
-from lobgw.gateway.outbox import Outbox, encode_frame
+from lobgw.gateway.outbox import Outbox, SlowConsumerPolicy, encode_frame
 from lobgw.gateway.wire import (
     AckMessage,
     AmendBody,
@@ -82,14 +82,17 @@ class Connection:
         self.violations = 0
         self.slow = False
         self.finished = asyncio.Event()
-        capacity = app[CONFIG].runtime.subscriber_queue_size
-        self.outbox = Outbox(remote, transport, app[FLUSHER], capacity, self._overflowed)
+        runtime = app[CONFIG].runtime
+        self.outbox = Outbox(remote, transport, app[FLUSHER], SlowConsumerPolicy(
+            runtime.slow_consumer_bytes, runtime.slow_consumer_seconds,
+            runtime.max_outbox_bytes), self._overflowed)
+        self.transport = transport
         # Looked up once: every message uses them.
         self.service = app[SERVICE]
         self.key_limiter = app[KEY_LIMITER]
         self.ip_limiter = app[IP_LIMITER]
         self.max_violations = app[CONFIG].rate_limits.ws_violations_before_close
-        self._closing: asyncio.Future[bool] | None = None
+        self._closing: asyncio.Future[Any] | None = None
 
     # -- output ---------------------------------------------------------------------------
 
@@ -112,9 +115,19 @@ class Connection:
         self.app[HUB].unsubscribe_all(outbox)
         log.warning("closing slow consumer %s after dropping %d messages", self.remote,
                     outbox.dropped)
-        self._closing = asyncio.ensure_future(self.ws.close(
-            code=CloseCode.SLOW_CONSUMER,
-            message=b"slow consumer: reconnect and resubscribe for a snapshot"))
+        self._closing = asyncio.ensure_future(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        """Send 4008; cut the connection if the peer does not take it in time (a stalled
+        reader would otherwise hold its socket buffers for minutes)."""
+        seconds = self.app[CONFIG].runtime.slow_consumer_close_seconds
+        try:
+            await asyncio.wait_for(self.ws.close(
+                code=CloseCode.SLOW_CONSUMER,
+                message=b"slow consumer: reconnect and resubscribe for a snapshot"), seconds)
+        except (TimeoutError, ConnectionError, RuntimeError):
+            # A graceful close waits for the unread buffers to drain: cut it instead.
+            self.transport.abort()
 
     async def close(self, code: CloseCode, message: bytes) -> None:
         """Write what is queued (e.g. the last refusal), then close."""
