@@ -58,7 +58,7 @@ async def test_a_slow_consumer_that_never_reads_is_cut_off(
             "symbol": "BTC-USD", "side": "BUY", "quantity": "1", "price": str(1000 + i)}})
             for i in range(500)))
     silent = await websockets.connect(gateway.ws_url, max_queue=1)
-    silent.transport.pause_reading()  # type: ignore[attr-defined]
+    silent.transport.pause_reading()
     for i in range(600):
         await silent.send(f'{{"op":"subscribe","id":{i},"channel":"book",'
                           f'"symbol":"BTC-USD","depth":1000}}')
@@ -68,4 +68,4 @@ async def test_a_slow_consumer_that_never_reads_is_cut_off(
             await asyncio.sleep(0.02)
         while state.connections:  # the handler ended: the socket is gone from the server
             await asyncio.sleep(0.02)
-    silent.transport.abort()  # type: ignore[attr-defined]
+    silent.transport.abort()
