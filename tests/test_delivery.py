@@ -69,3 +69,28 @@ async def test_a_slow_consumer_that_never_reads_is_cut_off(
         while state.connections:  # the handler ended: the socket is gone from the server
             await asyncio.sleep(0.02)
     silent.transport.abort()
+
+
+async def test_executions_resume_from_the_last_private_sequence_seen(
+        gateway: Gateway) -> None:
+    async with await connect(gateway) as alice:
+        await alice.subscribe("executions")
+        for price in ("100", "101", "102"):
+            await alice.place("BTC-USD", "SELL", "1", price=price)
+        seen = [await alice.next_message("execution") for _ in range(3)]
+        assert [r["account_seq"] for r in seen] == [1, 2, 3]
+    # while alice is away: bob takes two of her orders, she is filled; she also trades ETH
+    async with await connect(gateway, BOB_KEY) as bob:
+        await bob.place("BTC-USD", "BUY", "2", price="101")
+    async with await connect(gateway) as alice:
+        await alice.place("ETH-USD", "BUY", "1", price="50")
+        await alice.send_nowait({"op": "subscribe", "channel": "executions",
+                                 "since": {"BTC-USD": seen[-1]["account_seq"]}})
+        replayed = [await alice.next_message("execution") for _ in range(3)]
+        assert [(r["symbol"], r["account_seq"], r["event"]) for r in replayed] == [
+            ("BTC-USD", 4, "fill"), ("BTC-USD", 5, "fill"), ("ETH-USD", 1, "accepted")]
+        assert [r["order"]["status"] for r in replayed[:2]] == ["FILLED", "FILLED"]
+        # and then live, numbered on
+        await alice.place("BTC-USD", "SELL", "1", price="105")
+        live = await alice.next_message("execution")
+        assert (live["account_seq"], live["event"]) == (6, "accepted")

@@ -188,14 +188,9 @@ class OrderRegistry:
             self._index(order)
         elif order.status in _FINAL:
             self._finish(order)
-        self._record(Execution(
-            order.symbol, event.seq, event.timestamp, kind, order.order_id, order.account,
-            order.client_order_id, order.side, order.price, order.status, order.filled,
-            order.remaining, order.reason, fill))
+        execution = self._record(kind, order, event.seq, event.timestamp, fill)
         if self.subscribed.get(order.account):
-            self._reports.append((order.account, ExecutionMessage(
-                symbol=order.symbol, seq=event.seq, event=kind, order=self.info(order),
-                fill=None if fill is None else self.fill_info(order.symbol, fill))))
+            self._reports.append((order.account, self.report(execution)))
 
     def _index(self, order: OrderState) -> None:
         self.by_account.setdefault(order.account, set()).add(order.order_id)
@@ -267,18 +262,35 @@ class OrderRegistry:
                         quantity=fmt.quantity(fill.quantity), liquidity=fill.liquidity,
                         timestamp=fill.timestamp)
 
+    def report(self, execution: Execution) -> ExecutionMessage:
+        """The WebSocket execution report of one execution (live, or replayed on resume)."""
+        return ExecutionMessage(
+            symbol=execution.symbol, seq=execution.seq, account_seq=execution.account_seq,
+            event=execution.kind, order=self.info(execution.order),
+            fill=None if execution.fill is None else self.fill_info(execution.symbol,
+                                                                    execution.fill))
+
+    def resume(self, account: str, since: dict[str, int]) -> list[ExecutionMessage]:
+        """The account's kept reports numbered after `since` (symbol -> last account_seq
+        seen; 0 for a symbol not named), oldest first by event time."""
+        found: list[Execution] = []
+        for name, history in self.histories.items():
+            found += history.since(account, since.get(name, 0))
+        found.sort(key=lambda e: (e.timestamp, e.symbol, e.seq))
+        return [self.report(execution) for execution in found]
+
     def execution_info(self, execution: Execution) -> ExecutionInfo:
         """The wire view of one execution report from the history."""
         fmt = self.formats[execution.symbol]
+        order = execution.order
         return ExecutionInfo(
-            symbol=execution.symbol, seq=execution.seq, event=execution.kind,
-            order_id=execution.order_id, client_order_id=execution.client_order_id,
-            side=execution.side,
-            price=None if execution.price is None else fmt.price(execution.price),
-            status=execution.status, filled_quantity=fmt.quantity(execution.filled),
-            remaining_quantity=fmt.quantity(
-                0 if execution.status.is_final else execution.remaining),
-            reason=None if execution.reason is None else execution.reason.value,
+            symbol=execution.symbol, seq=execution.seq, account_seq=execution.account_seq,
+            event=execution.kind, order_id=order.order_id,
+            client_order_id=order.client_order_id, side=order.side,
+            price=None if order.price is None else fmt.price(order.price),
+            status=order.status, filled_quantity=fmt.quantity(order.filled),
+            remaining_quantity=fmt.quantity(0 if order.status.is_final else order.remaining),
+            reason=None if order.reason is None else order.reason.value,
             timestamp=execution.timestamp,
             fill=None if execution.fill is None else self.fill_info(execution.symbol,
                                                                     execution.fill))

@@ -100,6 +100,8 @@ class ExecutionInfo(Wire):
     symbol: str
     seq: int
     """The symbol's event sequence number (what the `after` cursor counts)."""
+    account_seq: int
+    """The account's own gap-free number of its reports on this symbol."""
     event: ExecutionKind
     order_id: int
     client_order_id: str | None
@@ -259,11 +261,13 @@ Channel = Literal["trades", "quotes", "book", "executions"]
 
 
 class SubscribeOp(WsRequest, tag="subscribe"):
-    """Subscribe to a channel; `book` takes a depth, `executions` needs no symbol."""
+    """Subscribe to a channel; `book` takes a depth, `executions` needs no symbol and may
+    resume: `since` is the last `account_seq` seen per symbol."""
 
     channel: Channel
     symbol: SymbolName | None = None
     depth: Depth = 10
+    since: dict[SymbolName, Annotated[int, msgspec.Meta(ge=0)]] | None = None
 
 
 class UnsubscribeOp(WsRequest, tag="unsubscribe"):
@@ -382,10 +386,16 @@ class BookUpdateMessage(WsMessage, tag="book_update"):
 
 
 class ExecutionMessage(WsMessage, tag="execution"):
-    """A private execution report for the authenticated account (channel `executions`)."""
+    """A private execution report for the authenticated account (channel `executions`).
+
+    `account_seq` numbers the account's reports on this symbol 1, 2, 3, ... without gaps
+    (also across restarts): a jump means a report was missed, and subscribing with
+    `since` replays every kept report after the last one seen.
+    """
 
     symbol: str
     seq: int
+    account_seq: int
     event: ExecutionKind
     order: OrderInfo
     fill: FillInfo | None = None

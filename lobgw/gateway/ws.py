@@ -207,8 +207,14 @@ class Connection:
         """Start a subscription; book and quotes begin with a snapshot taken in the actor."""
         hub = self.app[HUB]
         if request.channel == "executions":
-            hub.subscribe_executions(self.outbox, self._account())
+            # One synchronous step: every report made before is in the history, every one
+            # after goes to the live subscription, so a resume has neither gap nor repeat.
+            account = self._account()
+            hub.subscribe_executions(self.outbox, account)
             self.send(SubscribedMessage(id=request.id, channel="executions"))
+            if request.since is not None:
+                for report in self.app[REGISTRY].resume(account, request.since):
+                    self.send(report)
             return
         if request.symbol is None:
             raise ApiError(ErrorCode.MISSING_FIELD, "this channel needs a symbol", "symbol")

@@ -15,38 +15,23 @@ from collections.abc import Callable
 
 import msgspec
 
-from lobgw.book.types import Reason, Side
 from lobgw.encoding import Pieces, array_pieces, map_pieces
-from lobgw.orders.lifecycle import ExecutionKind, OrderStatus
+from lobgw.orders.lifecycle import ExecutionKind
 from lobgw.orders.tracker import Fill, OrderState
 
 
 class Execution(msgspec.Struct, frozen=True, gc=False):
-    """One execution report of an account: what happened to one of its orders, and after it
-    the order's status, filled and remaining lots (prices in ticks, quantities in lots)."""
+    """One execution report of an account: what happened to one of its orders, the order's
+    state just after it (a copy), and the account's own gap-free sequence number of reports
+    on this symbol (`account_seq`: 1, 2, 3, ... rebuilt identically after a restart)."""
 
     symbol: str
     seq: int
     timestamp: int
     kind: ExecutionKind
-    order_id: int
-    account: str
-    client_order_id: str | None
-    side: Side
-    price: int | None
-    status: OrderStatus
-    filled: int
-    remaining: int
-    reason: Reason | None
+    account_seq: int
+    order: OrderState
     fill: Fill | None
-
-    @classmethod
-    def of(cls, kind: ExecutionKind, order: OrderState, seq: int, timestamp: int,
-           fill: Fill | None) -> Execution:
-        """The report of `kind` happening to `order` (its state after it)."""
-        return cls(order.symbol, seq, timestamp, kind, order.order_id, order.account,
-                   order.client_order_id, order.side, order.price, order.status, order.filled,
-                   order.remaining, order.reason, fill)
 
 
 class Retention(msgspec.Struct, frozen=True):
@@ -61,6 +46,7 @@ class Retention(msgspec.Struct, frozen=True):
 class _Saved(msgspec.Struct):
     finished: list[OrderState]
     executions: list[Execution]
+    account_seqs: dict[str, int] = {}
 
 
 _decode = msgspec.msgpack.Decoder(_Saved).decode
@@ -76,6 +62,9 @@ class OrderHistory:
         self._age = int(self.retention.max_age_seconds * 1e9) or (1 << 62)
         self.finished: OrderedDict[int, OrderState] = OrderedDict()
         self.executions: dict[str, deque[Execution]] = {}
+        self.account_seqs: dict[str, int] = {}
+        """The last sequence number given to each account's reports (kept when the reports
+        themselves leave the window, so numbers never repeat)."""
         self.newest = 0
         """The newest event time seen (what ages are measured from)."""
 
@@ -94,18 +83,24 @@ class OrderHistory:
             return self._expire()
         return ()
 
-    def record(self, execution: Execution) -> None:
-        """Keep one execution report of its account."""
-        reports = self.executions.get(execution.account)
+    def record(self, kind: ExecutionKind, order: OrderState, seq: int, timestamp: int,
+               fill: Fill | None) -> Execution:
+        """Keep one execution report of the order's account, numbered; return it."""
+        account = order.account
+        account_seq = self.account_seqs.get(account, 0) + 1
+        self.account_seqs[account] = account_seq
+        execution = Execution(self.symbol, seq, timestamp, kind, account_seq,
+                              msgspec.structs.replace(order), fill)
+        reports = self.executions.get(account)
         if reports is None:
-            reports = self.executions[execution.account] = deque(
-                maxlen=self.retention.executions)
+            reports = self.executions[account] = deque(maxlen=self.retention.executions)
         reports.append(execution)
         if execution.timestamp > self.newest:
             self.newest = execution.timestamp
         horizon = self.newest - self._age
         while reports[0].timestamp < horizon:
             reports.popleft()
+        return execution
 
     def _expire(self) -> tuple[OrderState, ...]:
         gone = []
@@ -120,9 +115,15 @@ class OrderHistory:
 
     def of_account(self, account: str, after: int, kinds: frozenset[ExecutionKind] | None
                    ) -> list[Execution]:
-        """The account's executions with a sequence number above `after`, oldest first."""
+        """The account's executions with an event sequence number above `after`, oldest
+        first."""
         return [execution for execution in self.executions.get(account, ())
                 if execution.seq > after and (kinds is None or execution.kind in kinds)]
+
+    def since(self, account: str, account_seq: int) -> list[Execution]:
+        """The account's reports numbered above `account_seq` that are still kept."""
+        return [execution for execution in self.executions.get(account, ())
+                if execution.account_seq > account_seq]
 
     # -- snapshots ---------------------------------------------------------------------------
 
@@ -131,15 +132,17 @@ class OrderHistory:
         return what encodes it for a snapshot, in pieces, later."""
         finished = list(self.finished.values())
         executions = list(itertools.chain.from_iterable(self.executions.values()))
+        account_seqs = dict(self.account_seqs)
         return lambda: map_pieces([("finished", lambda: array_pieces(finished)),
-                                   ("executions", lambda: array_pieces(executions))])
+                                   ("executions", lambda: array_pieces(executions)),
+                                   ("account_seqs", account_seqs)])
 
     def of_order(self) -> dict[int, list[Execution]]:
         """Every kept execution by order id, oldest first (to rebuild open orders)."""
         by_order: dict[int, list[Execution]] = {}
         for reports in self.executions.values():
             for execution in reports:
-                by_order.setdefault(execution.order_id, []).append(execution)
+                by_order.setdefault(execution.order.order_id, []).append(execution)
         return by_order
 
     def decode(self, data: bytes) -> None:
@@ -148,8 +151,9 @@ class OrderHistory:
         self.finished = OrderedDict((order.order_id, order) for order in saved.finished)
         self.executions = {}
         for execution in sorted(saved.executions, key=lambda e: e.seq):
-            self.executions.setdefault(execution.account, deque(
+            self.executions.setdefault(execution.order.account, deque(
                 maxlen=self.retention.executions)).append(execution)
             self.newest = max(self.newest, execution.timestamp)
+        self.account_seqs = dict(saved.account_seqs)
         for order in saved.finished:
             self.newest = max(self.newest, order.updated_at)
