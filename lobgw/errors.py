@@ -62,6 +62,7 @@ class ErrorCode(enum.StrEnum):
     POST_ONLY_NOT_ALLOWED = "POST_ONLY_NOT_ALLOWED"
     # who asks, and how often
     UNAUTHORIZED = "UNAUTHORIZED"
+    ALREADY_AUTHENTICATED = "ALREADY_AUTHENTICATED"
     RATE_LIMITED = "RATE_LIMITED"
     # what the request names does not exist or conflicts
     NOT_FOUND = "NOT_FOUND"

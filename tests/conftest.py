@@ -150,3 +150,35 @@ async def gateways(gateway_factory: Callable[..., Any]) -> AsyncIterator[Callabl
     for runner, session in gateway_factory.started:  # type: ignore[attr-defined]
         await session.close()
         await runner.cleanup()
+
+
+async def stalled_reader(gateway: Gateway) -> Any:
+    """A raw WebSocket client, subscribed to BTC-USD's book at depth 1000, that stops
+    reading: a small receive buffer, and its transport paused (a real slow consumer)."""
+    import socket
+
+    import websockets
+
+    host, port = gateway.url.removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, int(port)))
+    stalled = await websockets.connect(gateway.ws_url, sock=sock, max_queue=1)
+    await stalled.send('{"op":"subscribe","id":1,"channel":"book","symbol":"BTC-USD",'
+                       '"depth":1000}')
+    await stalled.recv()  # subscribed
+    stalled.transport.pause_reading()
+    return stalled
+
+
+async def churn(client: Any, orders: int = 2000, rounds: int = 5, window: int = 100) -> None:
+    """Book updates for every subscriber: `rounds` times, `orders` orders at distinct
+    prices, then their cancels, pipelined `window` at a time (so the churning client itself
+    never falls far behind)."""
+    for _ in range(rounds):
+        for start in range(0, orders, window):
+            placed = await asyncio.gather(*(client.send_nowait({"op": "place", "order": {
+                "symbol": "BTC-USD", "side": "BUY", "quantity": "0.01",
+                "price": str(10 + i / 2)}}) for i in range(start, start + window)))
+            await asyncio.gather(*(client.send_nowait(
+                {"op": "cancel", "order_id": ack["order"]["order_id"]}) for ack in placed))

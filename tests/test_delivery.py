@@ -8,11 +8,12 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import websockets
 
 from lobgw.client import LobgwClient
 from lobgw.gateway.keys import METRICS, STATE
-from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
+from tests.conftest import ALICE_KEY, BOB_KEY, Gateway, churn, stalled_reader
 
 
 async def connect(gateway: Gateway, key: str | None = ALICE_KEY, **options: Any
@@ -53,15 +54,9 @@ async def test_a_slow_consumer_that_never_reads_is_cut_off(
     gateway = await gateways(runtime={"slow_consumer_bytes": 65536,
                                       "slow_consumer_seconds": 0.2,
                                       "slow_consumer_close_seconds": 0.5})
-    async with await connect(gateway) as alice:  # 500 levels: every snapshot is ~20 kB
-        await asyncio.gather(*(alice.send_nowait({"op": "place", "order": {
-            "symbol": "BTC-USD", "side": "BUY", "quantity": "1", "price": str(1000 + i)}})
-            for i in range(500)))
-    silent = await websockets.connect(gateway.ws_url, max_queue=1)
-    silent.transport.pause_reading()
-    for i in range(600):
-        await silent.send(f'{{"op":"subscribe","id":{i},"channel":"book",'
-                          f'"symbol":"BTC-USD","depth":1000}}')
+    silent = await stalled_reader(gateway)
+    async with await connect(gateway) as alice:
+        await churn(alice)
     state = gateway.app[STATE]
     async with asyncio.timeout(30):
         while gateway.app[METRICS].slow_disconnects < 1:
@@ -94,3 +89,90 @@ async def test_executions_resume_from_the_last_private_sequence_seen(
         await alice.place("BTC-USD", "SELL", "1", price="105")
         live = await alice.next_message("execution")
         assert (live["account_seq"], live["event"]) == (6, "accepted")
+
+
+REPLY_TYPES = {"ack", "error", "pong", "subscribed", "unsubscribed"}
+
+
+async def replies(raw: Any, count: int) -> list[dict[str, Any]]:
+    """The next `count` replies on a raw connection (pushed market data skipped)."""
+    found: list[dict[str, Any]] = []
+    async with asyncio.timeout(20):
+        while len(found) < count:
+            message = msgspec.json.decode(await raw.recv())
+            if message["type"] in REPLY_TYPES:
+                found.append(message)
+    return found
+
+
+async def test_pipelined_mixed_ops_are_answered_in_request_order(gateway: Gateway) -> None:
+    async with websockets.connect(gateway.ws_url) as raw:
+        await raw.send(msgspec.json.encode({"op": "auth", "id": 0, "api_key": ALICE_KEY}).decode())
+        assert (await replies(raw, 1))[0]["type"] == "ack"
+        requests: list[Any] = []
+        for round_number in range(40):
+            base = round_number * 100
+            requests += [
+                {"op": "place", "id": base + 1, "order": {"symbol": "BTC-USD", "side": "BUY",
+                                                           "quantity": "1", "price": "90"}},
+                {"op": "place", "id": base + 2, "order": {"symbol": "ETH-USD", "side": "SELL",
+                                                           "quantity": "1", "price": "5000"}},
+                {"op": "ping", "id": base + 3},
+                {"op": "place", "id": base + 4, "order": {"symbol": "ETH-USD", "side": "BUY",
+                                                           "quantity": "1", "price": "1.001"}},
+                {"op": "cancel", "id": base + 5, "order_id": 10**12},
+                {"op": "amend", "id": base + 6, "order_id": 10**12, "quantity": "2"},
+                "not json at all",
+                {"op": "subscribe", "id": base + 8, "channel": "book", "symbol": "ETH-USD"},
+                {"op": "unsubscribe", "id": base + 9, "channel": "book", "symbol": "ETH-USD"},
+                {"op": "cancel_all", "id": base + 10, "symbol": "BTC-USD"},
+                {"op": "auth", "id": base + 11, "api_key": BOB_KEY},
+                {"op": "subscribe", "id": base + 12, "channel": "quotes", "symbol": "NOPE"},
+            ]
+        for request in requests:  # all written before the first reply is read
+            await raw.send(request if isinstance(request, str)
+                           else msgspec.json.encode(request).decode())
+        got = await replies(raw, len(requests))
+        assert [reply.get("id") for reply in got] == [
+            None if isinstance(request, str) else request["id"] for request in requests]
+        codes = [reply["error"]["code"] for reply in got[:12] if reply["type"] == "error"]
+        assert codes == ["PRICE_OFF_TICK", "ORDER_NOT_FOUND", "ORDER_NOT_FOUND",
+                         "MALFORMED_JSON", "ALREADY_AUTHENTICATED", "UNKNOWN_SYMBOL"]
+
+
+async def test_subscribe_and_unsubscribe_pipelined_in_one_write_leave_no_stream(
+        gateway: Gateway) -> None:
+    async with websockets.connect(gateway.ws_url) as raw, await connect(gateway) as alice:
+        await raw.send('{"op":"subscribe","id":1,"channel":"book","symbol":"BTC-USD"}\n')
+        await raw.send('{"op":"unsubscribe","id":2,"channel":"book","symbol":"BTC-USD"}')
+        assert [r["type"] for r in await replies(raw, 2)] == ["subscribed", "unsubscribed"]
+        await alice.place("BTC-USD", "BUY", "1", price="95")
+        await raw.send('{"op":"ping","id":3}')
+        pushed = []
+        async with asyncio.timeout(5):
+            while True:
+                message = msgspec.json.decode(await raw.recv())
+                if message["type"] == "pong":
+                    break
+                pushed.append(message["type"])
+        assert "book_update" not in pushed
+
+
+async def test_resubscribing_at_another_depth_replaces_the_stream(gateway: Gateway) -> None:
+    async with websockets.connect(gateway.ws_url) as raw, await connect(gateway) as alice:
+        await raw.send('{"op":"subscribe","id":1,"channel":"book","symbol":"BTC-USD",'
+                       '"depth":10}')
+        await raw.send('{"op":"subscribe","id":2,"channel":"book","symbol":"BTC-USD",'
+                       '"depth":25}')
+        await alice.place("BTC-USD", "BUY", "1", price="95")
+        await raw.send('{"op":"ping","id":3}')
+        seen: list[tuple[str, int]] = []
+        async with asyncio.timeout(5):
+            while True:
+                message = msgspec.json.decode(await raw.recv())
+                if message["type"] == "pong":
+                    break
+                if message["type"] in ("book_snapshot", "book_update"):
+                    seen.append((message["type"], message["depth"]))
+                    assert message["timestamp"] >= 0
+        assert seen == [("book_snapshot", 25), ("book_update", 25)]

@@ -15,7 +15,7 @@ import websockets
 from lobgw.client import ClientError, LobgwClient
 from lobgw.gateway.keys import EXCHANGE, METRICS
 from lobgw.gateway.wire import book_checksum
-from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
+from tests.conftest import ALICE_KEY, BOB_KEY, Gateway, churn, stalled_reader
 
 
 async def connect(gateway: Gateway, key: str | None = ALICE_KEY, **options: Any) -> LobgwClient:
@@ -276,13 +276,9 @@ async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
         await alice.ping()
         healthy = await connect(gateway, key=None)
         await healthy.subscribe("trades", "BTC-USD")
-        # A client that asks for snapshots and never reads them.
-        slow = await websockets.connect(gateway.ws_url, max_queue=1)
+        slow = await stalled_reader(gateway)  # a client that stops reading the book
         transport = slow.transport
-        transport.pause_reading()
-        for i in range(400):
-            await slow.send(f'{{"op":"subscribe","id":{i},"channel":"book",'
-                            f'"symbol":"BTC-USD","depth":1000}}')
+        await churn(alice)
         metrics = gateway.app[METRICS]
         for _ in range(300):
             if metrics.slow_disconnects >= 1:

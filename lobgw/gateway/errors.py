@@ -55,6 +55,8 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.POST_ONLY_NOT_ALLOWED: (400, "post-only orders must be GTC limit orders"),
     # who asks, and how often
     E.UNAUTHORIZED: (401, "a valid X-API-Key header is required"),
+    E.ALREADY_AUTHENTICATED: (409, "this connection is already authenticated; open another "
+                                   "one for another account"),
     E.RATE_LIMITED: (429, "too many requests"),
     # what the request names
     E.NOT_FOUND: (404, "not found"),

@@ -51,12 +51,14 @@ def format_level(fmt: SpecFormat, price: int, quantity: int) -> tuple[str, str]:
 class BookGroup:
     """The subscribers of one symbol at one depth, and the levels last sent to them."""
 
-    __slots__ = ("asks", "bids", "last_seq", "subscribers")
+    __slots__ = ("asks", "bids", "last_seq", "last_timestamp", "subscribers")
 
-    def __init__(self, bids: dict[int, int], asks: dict[int, int], seq: int) -> None:
+    def __init__(self, bids: dict[int, int], asks: dict[int, int], seq: int,
+                 timestamp: int) -> None:
         self.bids = bids
         self.asks = asks
         self.last_seq = seq
+        self.last_timestamp = timestamp
         self.subscribers: set[Outbox] = set()
 
 
@@ -70,6 +72,8 @@ class SymbolFeed:
         self.quotes: set[Outbox] = set()
         self.books: dict[int, BookGroup] = {}
         self.last_quote: tuple[int, int, int, int] | None = None
+        self.last_timestamp = 0
+        """The engine time of the last event that changed the book."""
         self.recent: deque[RecentTrade] = deque(maxlen=recent_trades)
 
 
@@ -86,29 +90,30 @@ class MarketDataHub:
         """Send `symbol`'s trades to `subscriber` from now on."""
         self.feeds[symbol].trades.add(subscriber)
 
-    def attach_quotes(self, subscriber: Outbox, symbol: str, book: BookReader) -> None:
-        """Run inside the actor: send the current quote, then every change."""
+    def attach_quotes(self, subscriber: Outbox, symbol: str, book: BookReader) -> bytes:
+        """Run inside the actor: subscribe to every change; return the current quote."""
         feed = self.feeds[symbol]
         feed.quotes.add(subscriber)
         quote = _quote(book)
         feed.last_quote = quote
-        subscriber.offer(encode_frame(self._quote_message(feed, book.seq, quote)))
+        return encode_frame(self._quote_message(feed, book.seq, quote, feed.last_timestamp))
 
     def attach_book(self, subscriber: Outbox, symbol: str, depth: int,
-                    book: BookReader) -> None:
-        """Run inside the actor: send a snapshot of `depth` levels, then the changes."""
+                    book: BookReader) -> bytes:
+        """Run inside the actor: subscribe to the changes of `depth` levels; return the
+        snapshot they chain on from."""
         feed = self.feeds[symbol]
         group = feed.books.get(depth)
         if group is None:
             bids, asks = book.depth(depth)
-            group = BookGroup(dict(bids), dict(asks), book.seq)
+            group = BookGroup(dict(bids), dict(asks), book.seq, feed.last_timestamp)
             feed.books[depth] = group
         group.subscribers.add(subscriber)
         bid_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.bids, True)]
         ask_levels = [format_level(feed.fmt, p, q) for p, q in _sorted(group.asks, False)]
-        subscriber.offer(encode_frame(BookSnapshotMessage(
-            symbol=symbol, seq=group.last_seq, depth=depth, bids=bid_levels, asks=ask_levels,
-            checksum=book_checksum(ask_levels, bid_levels))))
+        return encode_frame(BookSnapshotMessage(
+            symbol=symbol, seq=group.last_seq, depth=depth, timestamp=group.last_timestamp,
+            bids=bid_levels, asks=ask_levels, checksum=book_checksum(ask_levels, bid_levels)))
 
     def subscribe_executions(self, subscriber: Outbox, account: str) -> None:
         """Send the account's execution reports to `subscriber`."""
@@ -207,13 +212,15 @@ class MarketDataHub:
                 changed = True
         if not changed:
             return
+        timestamp = feed.last_timestamp = events[-1].timestamp
         if feed.quotes:
             quote = _quote(book)
             if quote != feed.last_quote:
                 feed.last_quote = quote
-                self._send(feed.quotes, encode_frame(self._quote_message(feed, book.seq, quote)))
+                self._send(feed.quotes, encode_frame(
+                    self._quote_message(feed, book.seq, quote, timestamp)))
         for depth, group in feed.books.items():
-            self._publish_book(feed, symbol, depth, group, book)
+            self._publish_book(feed, symbol, depth, group, book, timestamp)
 
     def on_executions(self, symbol: str, reports: list[tuple[str, ExecutionMessage]]) -> None:
         """Registry callback: deliver execution reports to their account's subscribers."""
@@ -237,7 +244,7 @@ class MarketDataHub:
             subscriber.offer(data)
 
     def _publish_book(self, feed: SymbolFeed, symbol: str, depth: int, group: BookGroup,
-                      book: BookReader) -> None:
+                      book: BookReader, timestamp: int) -> None:
         bids, asks = book.depth(depth)
         new_bids, new_asks = dict(bids), dict(asks)
         bid_changes = _diff(group.bids, new_bids, True)
@@ -246,19 +253,21 @@ class MarketDataHub:
             return
         fmt = feed.fmt
         message = BookUpdateMessage(
-            symbol=symbol, seq=book.seq, prev_seq=group.last_seq,
+            symbol=symbol, seq=book.seq, prev_seq=group.last_seq, depth=depth,
+            timestamp=timestamp,
             bids=[format_level(fmt, p, q) for p, q in bid_changes],
             asks=[format_level(fmt, p, q) for p, q in ask_changes],
             checksum=book_checksum((format_level(fmt, p, q) for p, q in asks[:CHECKSUM_LEVELS]),
                                    (format_level(fmt, p, q) for p, q in bids[:CHECKSUM_LEVELS])))
         group.bids, group.asks, group.last_seq = new_bids, new_asks, book.seq
+        group.last_timestamp = timestamp
         self._send(group.subscribers, encode_frame(message))
 
     @staticmethod
-    def _quote_message(feed: SymbolFeed, seq: int,
-                       quote: tuple[int, int, int, int]) -> QuoteMessage:
+    def _quote_message(feed: SymbolFeed, seq: int, quote: tuple[int, int, int, int],
+                       timestamp: int) -> QuoteMessage:
         bid, bid_size, ask, ask_size = quote
-        message = QuoteMessage(symbol=feed.spec.symbol, seq=seq)
+        message = QuoteMessage(symbol=feed.spec.symbol, seq=seq, timestamp=timestamp)
         if bid_size:
             message.bid, message.bid_size = format_level(feed.fmt, bid, bid_size)
         if ask_size:

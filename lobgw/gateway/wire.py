@@ -352,6 +352,8 @@ class QuoteMessage(WsMessage, tag="quote"):
 
     symbol: str
     seq: int
+    timestamp: int
+    """The engine time of the event that last changed the book (0 before any)."""
     bid: str | None = None
     bid_size: str | None = None
     ask: str | None = None
@@ -364,6 +366,8 @@ class BookSnapshotMessage(WsMessage, tag="book_snapshot"):
     symbol: str
     seq: int
     depth: int
+    timestamp: int
+    """The engine time of the event that last changed these levels (0 before any)."""
     bids: list[tuple[str, str]]
     asks: list[tuple[str, str]]
     checksum: int
@@ -380,6 +384,10 @@ class BookUpdateMessage(WsMessage, tag="book_update"):
     symbol: str
     seq: int
     prev_seq: int
+    depth: int
+    """The depth of the subscription this update belongs to."""
+    timestamp: int
+    """The engine time of the batch's last event."""
     bids: list[tuple[str, str]]
     asks: list[tuple[str, str]]
     checksum: int

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 from aiohttp import WSMsgType, web
 
+from lobgw.actors import BookReader
 from lobgw.book.commands import CancelOrder
 from lobgw.book.events import Event
 from lobgw.book.types import Reason
@@ -68,6 +69,24 @@ class _IdOnly(msgspec.Struct):
 _decode_id = msgspec.json.Decoder(_IdOnly).decode
 
 
+class Subscription:
+    """One of a connection's subscriptions; `active` until replaced or ended (an attach
+    still on its way to the actor then does nothing)."""
+
+    __slots__ = ("active", "channel", "depth", "symbol")
+
+    def __init__(self, channel: str, symbol: str | None, depth: int) -> None:
+        self.channel = channel
+        self.symbol = symbol
+        self.depth = depth
+        self.active = True
+
+    @property
+    def key(self) -> tuple[str, str | None]:
+        """What makes a subscription one of its kind: its channel and symbol."""
+        return self.channel, self.symbol
+
+
 class Connection:
     """One WebSocket client."""
 
@@ -93,16 +112,22 @@ class Connection:
         self.ip_limiter = app[IP_LIMITER]
         self.max_violations = app[CONFIG].rate_limits.ws_violations_before_close
         self._closing: asyncio.Future[Any] | None = None
+        self.subscriptions: dict[tuple[str, str | None], Subscription] = {}
+        self._next_slot = 0
+        self._next_reply = 0
+        self._held: dict[int, list[bytes]] = {}
+        """Replies that are ready, waiting for an earlier message's reply."""
 
     # -- output ---------------------------------------------------------------------------
 
-    def send(self, message: Any) -> None:
-        """Queue a reply (replies and market data share one ordered outbox)."""
-        self.outbox.offer(encode_frame(message), urgent=True)
-
     def error(self, request_id: RequestId, error: BaseException) -> None:
-        """Queue an error reply for `error`."""
-        self.send(describe(error).message(request_id))
+        """Send a refusal that answers no particular message (a binary frame)."""
+        self._reply(self._take_slot(), describe(error).message(request_id))
+
+    def _take_slot(self) -> int:
+        slot = self._next_slot
+        self._next_slot = slot + 1
+        return slot
 
     def _overflowed(self, outbox: Outbox) -> None:
         # Often called inside an actor's turn: never block, close from a task.
@@ -143,111 +168,170 @@ class Connection:
     # -- input ----------------------------------------------------------------------------
 
     def handle(self, data: bytes) -> bool:
-        """Process one text message; return False when the connection must be closed."""
+        """Process one text message; return False when the connection must be closed.
+
+        Every message takes the next reply slot, whatever it is (valid or not, whichever
+        symbol it touches): replies leave in the order the messages arrived.
+        """
+        slot = self._take_slot()
         limiter = self.key_limiter if self.account else self.ip_limiter
         wait = limiter.check(self.account or self.remote)
         if wait:
             self.violations += 1
             self.app[METRICS].rate_limited.inc({})
-            self.error(_request_id(data), ApiError(ErrorCode.RATE_LIMITED,
-                                                   "too many messages", retry_after=wait))
+            self._fail(slot, _request_id(data), ApiError(
+                ErrorCode.RATE_LIMITED, "too many messages", retry_after=wait))
             return self.violations < self.max_violations
         self.violations = 0
         try:
             request = _decode_request(data)
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
-            self.error(_request_id(data), error)
+            self._fail(slot, _request_id(data), error)
             return True
         try:
-            self.dispatch(request)
+            self.dispatch(request, slot)
         except Exception as error:
-            self.error(request.id, error)
+            self._fail(slot, request.id, error)
         return True
 
-    def dispatch(self, request: AnyWsRequest) -> None:
-        """Act on one decoded request."""
+    # -- replies, in arrival order ----------------------------------------------------------
+
+    def _reply(self, slot: int, *messages: Any) -> None:
+        """Queue the reply of message number `slot` (and what belongs with it, such as a
+        subscription's snapshot); later replies wait for earlier ones."""
+        frames = [message if isinstance(message, bytes) else encode_frame(message)
+                  for message in messages]
+        if slot != self._next_reply:
+            self._held[slot] = frames
+            return
+        offer = self.outbox.offer
+        while True:
+            for frame in frames:
+                offer(frame, urgent=True)
+            self._next_reply += 1
+            held = self._held.pop(self._next_reply, None)
+            if held is None:
+                return
+            frames = held
+
+    def _fail(self, slot: int, request_id: RequestId, error: BaseException) -> None:
+        self._reply(slot, describe(error).message(request_id))
+
+    def _answer(self, slot: int, request_id: RequestId, op: str) -> Answer[Any]:
+        """The reply path of every order op: the ack or the refusal, in its slot."""
+        def answer(result: Any, error: BaseException | None) -> None:
+            if error is not None:
+                self._fail(slot, request_id, error)
+            else:
+                self._reply(slot, AckMessage(id=request_id, op=op, result=result))
+        return answer
+
+    def dispatch(self, request: AnyWsRequest, slot: int) -> None:
+        """Act on one decoded request; its reply goes to `slot`."""
         match request:
             case PlaceOp():
                 order = self.service.place(self._account(), request.order,
-                                           self._answer(request.id, "place"),
+                                           self._answer(slot, request.id, "place"),
                                            self.cancel_on_disconnect)
                 self.placed.add(order.order_id)
                 if len(self.placed) > 10_000:
                     self._prune_placed()
             case CancelOp():
                 self.service.cancel(self._account(), request.order_id, request.client_order_id,
-                                    self._answer(request.id, "cancel"))
+                                    self._answer(slot, request.id, "cancel"))
             case AmendOp():
                 self.service.amend(self._account(), request.order_id, request.client_order_id,
                                    AmendBody(quantity=request.quantity, price=request.price),
-                                   self._answer(request.id, "amend"))
+                                   self._answer(slot, request.id, "amend"))
             case CancelAllOp():
                 self.service.cancel_all(self._account(), request.symbol,
-                                        self._answer(request.id, "cancel_all"))
+                                        self._answer(slot, request.id, "cancel_all"))
             case SubscribeOp():
-                self.subscribe(request)
+                self.subscribe(request, slot)
             case UnsubscribeOp():
-                found = self.app[HUB].unsubscribe(self.outbox, request.channel,
-                                                  request.symbol, self.account)
-                if not found:
+                key = (request.channel, None if request.channel == "executions"
+                       else request.symbol)
+                subscription = self.subscriptions.pop(key, None)
+                if subscription is None:
                     raise ApiError(ErrorCode.INVALID_VALUE, "no such subscription", "channel")
-                self.send(UnsubscribedMessage(id=request.id, channel=request.channel,
-                                              symbol=request.symbol))
+                self._end(subscription)
+                self._reply(slot, UnsubscribedMessage(id=request.id, channel=request.channel,
+                                                      symbol=request.symbol))
             case PingOp():
-                self.send(PongMessage(id=request.id, time=time.time_ns()))
+                self._reply(slot, PongMessage(id=request.id, time=time.time_ns()))
             case AuthOp():
+                if self.account is not None:
+                    raise ApiError(ErrorCode.ALREADY_AUTHENTICATED, None, "api_key")
                 known = self.app[ACCOUNTS].get(request.api_key)
                 if known is None:
                     raise ApiError(ErrorCode.UNAUTHORIZED, "unknown API key", "api_key")
                 self.account = known
                 self.cancel_on_disconnect = request.cancel_on_disconnect
-                self.send(AckMessage(id=request.id, op="auth"))
+                self._reply(slot, AckMessage(id=request.id, op="auth"))
 
-    def subscribe(self, request: SubscribeOp) -> None:
-        """Start a subscription; book and quotes begin with a snapshot taken in the actor."""
+    # -- subscriptions ----------------------------------------------------------------------
+
+    def subscribe(self, request: SubscribeOp, slot: int) -> None:
+        """Start a subscription: one per (channel, symbol); subscribing again replaces it
+        (with a fresh snapshot). Book and quotes start with a snapshot taken in the actor,
+        sent right after the `subscribed` reply."""
         hub = self.app[HUB]
-        if request.channel == "executions":
+        channel = request.channel
+        if channel == "executions":
+            account = self._account()
+            self._replace(Subscription(channel, None, 0))
             # One synchronous step: every report made before is in the history, every one
             # after goes to the live subscription, so a resume has neither gap nor repeat.
-            account = self._account()
             hub.subscribe_executions(self.outbox, account)
-            self.send(SubscribedMessage(id=request.id, channel="executions"))
-            if request.since is not None:
-                for report in self.app[REGISTRY].resume(account, request.since):
-                    self.send(report)
+            resumed = ([] if request.since is None
+                       else self.app[REGISTRY].resume(account, request.since))
+            self._reply(slot, SubscribedMessage(id=request.id, channel=channel), *resumed)
             return
         if request.symbol is None:
             raise ApiError(ErrorCode.MISSING_FIELD, "this channel needs a symbol", "symbol")
         actor = self.app[EXCHANGE].actor(request.symbol)
-        if request.channel == "book" and request.depth not in BOOK_DEPTHS:
+        if channel == "book" and request.depth not in BOOK_DEPTHS:
             raise ApiError(ErrorCode.OUT_OF_RANGE,
                            f"depth must be one of {', '.join(map(str, BOOK_DEPTHS))}", "depth")
-        # Subscribing again replaces the old subscription (and gives a fresh snapshot).
-        hub.unsubscribe(self.outbox, request.channel, request.symbol)
-        self.send(SubscribedMessage(id=request.id, channel=request.channel,
-                                    symbol=request.symbol))
-        outbox, symbol = self.outbox, request.symbol
-        if request.channel == "trades":
+        subscription = Subscription(channel, request.symbol, request.depth)
+        subscribed = SubscribedMessage(id=request.id, channel=channel, symbol=request.symbol)
+        outbox, symbol, depth = self.outbox, request.symbol, request.depth
+        if channel == "trades":
+            self._replace(subscription)
             hub.subscribe_trades(outbox, symbol)
-        elif request.channel == "quotes":
-            actor.query(lambda book: hub.attach_quotes(outbox, symbol, book))
-        else:
-            depth = request.depth
-            actor.query(lambda book: hub.attach_book(outbox, symbol, depth, book))
+            self._reply(slot, subscribed)
+            return
+
+        def attach(book: BookReader) -> None:
+            # Inside the actor: only if nothing replaced or ended the subscription meanwhile.
+            if not subscription.active:
+                self._reply(slot, subscribed)
+            elif channel == "quotes":
+                self._reply(slot, subscribed, hub.attach_quotes(outbox, symbol, book))
+            else:
+                self._reply(slot, subscribed, hub.attach_book(outbox, symbol, depth, book))
+
+        future = actor.query(attach)  # raises (refused) before anything is registered
+        self._replace(subscription)
+        future.add_done_callback(lambda done: None if done.cancelled() or not done.exception()
+                                 else self._fail(slot, request.id, done.exception()
+                                                 or RuntimeError("attach failed")))
+
+    def _replace(self, subscription: Subscription) -> None:
+        old = self.subscriptions.pop(subscription.key, None)
+        if old is not None:
+            self._end(old)
+        self.subscriptions[subscription.key] = subscription
+
+    def _end(self, subscription: Subscription) -> None:
+        subscription.active = False
+        self.app[HUB].unsubscribe(self.outbox, subscription.channel, subscription.symbol,
+                                  self.account)
 
     def _account(self) -> str:
         if self.account is None:
             raise ApiError(ErrorCode.UNAUTHORIZED, "authenticate first (op: auth)")
         return self.account
-
-    def _answer(self, request_id: RequestId, op: str) -> Answer[Any]:
-        """The reply path of every op: queue the ack or the refusal for this request."""
-        def answer(result: Any, error: BaseException | None) -> None:
-            if error is not None:
-                self.error(request_id, error)
-            else:
-                self.send(AckMessage(id=request_id, op=op, result=result))
-        return answer
 
     def _prune_placed(self) -> None:
         registry = self.app[REGISTRY]
