@@ -38,6 +38,9 @@ class ServerConfig(Section, frozen=True):
     port: Port = 8080
     max_request_bytes: Positive = 64 * 1024
     max_ws_message_bytes: Positive = 64 * 1024
+    ws_ping_seconds: PositiveFloat = 20.0
+    """The server pings every WebSocket this often; a peer that has not answered (nor sent
+    anything) within half of it is disconnected, and its cancel-on-disconnect orders go."""
     shutdown_timeout: PositiveFloat = 10.0
     """Seconds to wait for queues to drain and connections to close on shutdown."""
 

@@ -76,9 +76,11 @@ async def test_sigterm_closes_websockets_with_1001_drains_and_exits_0(tmp_path: 
         assert ack.order.status.value == "NEW"
         await client.subscribe("trades", "BTC-USD")
         process.send_signal(signal.SIGTERM)
+        pushed = []
         async with asyncio.timeout(15):
-            async for _ in client.market_data():
-                pass
+            async for message in client.market_data():
+                pushed.append(message["type"])
+        assert pushed[-1:] == ["shutdown"]  # announced before the close
         assert client.close_code == 1001
         returncode = await asyncio.wait_for(process.wait(), 15)
     finally:

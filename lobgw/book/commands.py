@@ -67,8 +67,9 @@ class SubmitOrder(Command, frozen=True, gc=False, tag=True):
 class CancelOrder(Command, frozen=True, gc=False, tag=True):
     """Remove a resting order (also a market-data delete during replay).
 
-    `reason` is what the cancel event says: CANCELED, or CANCEL_ON_DISCONNECT when the
-    gateway cancels the orders of a session that ended.
+    `reason` is what the cancel event says: CANCELED, CANCEL_ON_DISCONNECT when the gateway
+    cancels the orders of a session that ended, or CANCEL_AFTER when an account's
+    dead-man's switch fired.
     """
 
     order_id: int

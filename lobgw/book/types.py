@@ -77,6 +77,7 @@ class Reason(enum.Enum):
     # cancels of resting orders
     CANCELED = "CANCELED"
     CANCEL_ON_DISCONNECT = "CANCEL_ON_DISCONNECT"
+    CANCEL_AFTER = "CANCEL_AFTER"
     AMENDED_BELOW_FILLED = "AMENDED_BELOW_FILLED"
     # expiry of an incoming order's unfilled remainder
     INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"

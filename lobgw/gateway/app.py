@@ -30,6 +30,7 @@ from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, describe
 from lobgw.gateway.keys import (
     ACCOUNTS,
+    CANCEL_AFTER,
     CONFIG,
     EXCHANGE,
     FLUSHER,
@@ -46,7 +47,7 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
 from lobgw.gateway.openapi import openapi_document
-from lobgw.gateway.orders import OrderRegistry, OrderService
+from lobgw.gateway.orders import CancelAfter, OrderRegistry, OrderService
 from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
 from lobgw.gateway.routes import ROUTES
@@ -166,6 +167,7 @@ async def runtime_context(app: web.Application) -> AsyncIterator[None]:
     yield
     state.ready = False
     state.stopping = True
+    app[CANCEL_AFTER].disarm_all()
     heartbeat.cancel()
     if state.recovery is not None and not state.recovery.done():
         state.recovery.cancel()
@@ -293,7 +295,8 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     app[CONFIG] = config
     app[EXCHANGE] = exchange
     app[REGISTRY] = registry
-    app[SERVICE] = OrderService(exchange, registry, metrics.received)
+    service = app[SERVICE] = OrderService(exchange, registry, metrics.received)
+    app[CANCEL_AFTER] = CancelAfter(service)
     app[HUB] = hub
     app[METRICS] = metrics
     app[ACCOUNTS] = {account.api_key: account.name for account in config.accounts}

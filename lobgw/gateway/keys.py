@@ -13,7 +13,7 @@ from lobgw.actors import Exchange
 from lobgw.config import Config
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
-from lobgw.gateway.orders import OrderRegistry, OrderService
+from lobgw.gateway.orders import CancelAfter, OrderRegistry, OrderService
 from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
 
@@ -44,5 +44,6 @@ KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
 IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
 STATE = web.AppKey("state", GatewayState)
 FLUSHER = web.AppKey("flusher", Flusher)
+CANCEL_AFTER = web.AppKey("cancel_after", CancelAfter)
 OPENAPI = web.AppKey[Callable[[], dict[str, Any]]]("openapi")
 """Builds (once) the OpenAPI document of the route table."""

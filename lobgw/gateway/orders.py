@@ -14,6 +14,7 @@ reply from the callback; REST awaits it through `answered`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable, Collection, Mapping
 from decimal import Decimal
@@ -30,6 +31,7 @@ from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, rejected
 from lobgw.gateway.wire import (
     AmendBody,
+    CancelAfterResult,
     CancelAllResult,
     ExecutionInfo,
     ExecutionMessage,
@@ -49,6 +51,7 @@ from lobgw.orders import (
 from lobgw.orders.history import Execution, OrderHistory, Retention
 
 T = TypeVar("T")
+log = logging.getLogger("lobgw.gateway")
 Answer = Callable[[T | None, BaseException | None], None]
 """Called once with an operation's result, or with the exception that refused it."""
 
@@ -412,14 +415,15 @@ class OrderService:
         self.exchange.actor(order.symbol).submit((command,), _replier(answer, changed))
 
     def cancel_all(self, account: str, symbol: str | None,
-                   answer: Answer[CancelAllResult]) -> None:
+                   answer: Answer[CancelAllResult], reason: Reason = Reason.CANCELED) -> None:
         """Cancel every open order of the account (of one symbol if given)."""
         if symbol is not None:
             self.exchange.actor(symbol)  # unknown symbol -> UnknownSymbolError
         by_symbol: dict[str, list[CancelOrder]] = {}
         now = time.time_ns()
         for order in self.registry.open_orders(account, symbol):
-            by_symbol.setdefault(order.symbol, []).append(CancelOrder(order.order_id, now))
+            by_symbol.setdefault(order.symbol, []).append(
+                CancelOrder(order.order_id, now, reason))
         if not by_symbol:
             answer(CancelAllResult(canceled=0, order_ids=[]), None)
             return
@@ -442,6 +446,50 @@ class OrderService:
 
         for name, cancels in by_symbol.items():
             self.exchange.actor(name).submit(cancels, reply)
+
+
+class CancelAfter:
+    """Per-account dead-man's switches (Kraken's cancel_all_orders_after): armed with a
+    timeout, each refresh pushes the deadline out; if it passes, every open order of the
+    account is cancelled with reason CANCEL_AFTER. A timeout of 0 disarms."""
+
+    def __init__(self, service: OrderService) -> None:
+        self.service = service
+        self._timers: dict[str, tuple[asyncio.TimerHandle, int]] = {}
+        self.fired = 0
+
+    def arm(self, account: str, timeout_ms: int) -> CancelAfterResult:
+        """Arm, refresh or (0) disarm the account's switch; say when it would fire."""
+        now = time.time_ns()
+        previous = self._timers.pop(account, None)
+        if previous is not None:
+            previous[0].cancel()
+        if not timeout_ms:
+            return CancelAfterResult(current_time=now, trigger_time=None)
+        handle = asyncio.get_running_loop().call_later(timeout_ms / 1000, self._fire, account)
+        trigger = now + timeout_ms * 1_000_000
+        self._timers[account] = (handle, trigger)
+        return CancelAfterResult(current_time=now, trigger_time=trigger)
+
+    def _fire(self, account: str) -> None:
+        self._timers.pop(account, None)
+        self.fired += 1
+        log.warning("cancel-after: the switch of %s fired; cancelling its open orders", account)
+
+        def done(result: CancelAllResult | None, error: BaseException | None) -> None:
+            if error is not None:
+                log.error("cancel-after of %s failed: %s", account, error)
+
+        try:
+            self.service.cancel_all(account, None, done, Reason.CANCEL_AFTER)
+        except Exception as error:  # refused at once (shutting down): nothing to cancel then
+            log.error("cancel-after of %s failed: %s", account, error)
+
+    def disarm_all(self) -> None:
+        """At shutdown: no switch fires while the gateway stops."""
+        for handle, _ in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
 
 
 def _replier(answer: Answer[T], finish: Callable[[list[Event]], T],

@@ -16,6 +16,7 @@ from lobgw.errors import ErrorCode, UnknownSymbolError
 from lobgw.gateway.errors import ApiError
 from lobgw.gateway.keys import (
     ACCOUNTS,
+    CANCEL_AFTER,
     EXCHANGE,
     HUB,
     KEY_LIMITER,
@@ -28,6 +29,7 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.orders import answered, format_decimal
 from lobgw.gateway.wire import (
     AmendBody,
+    CancelAfterBody,
     DepthResponse,
     ExecutionsResponse,
     HealthResponse,
@@ -317,6 +319,13 @@ async def amend_by_client_id(request: web.Request) -> web.Response:
     client_order_id = request.match_info["client_order_id"]
     return json_response(await answered(
         functools.partial(service.amend, account, None, client_order_id, body)))
+
+
+async def cancel_after(request: web.Request) -> web.Response:
+    """Arm, refresh or (timeout_ms 0) disarm the account's dead-man's switch."""
+    account = authenticate(request)
+    body: CancelAfterBody = await read_body(request, CancelAfterBody)
+    return json_response(request.app[CANCEL_AFTER].arm(account, body.timeout_ms))
 
 
 async def cancel_all(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from lobgw.gateway.rest import (
     SymbolQuery,
     amend_by_client_id,
     amend_order,
+    cancel_after,
     cancel_all,
     cancel_by_client_id,
     cancel_order,
@@ -34,6 +35,8 @@ from lobgw.gateway.rest import (
 )
 from lobgw.gateway.wire import (
     AmendBody,
+    CancelAfterBody,
+    CancelAfterResult,
     CancelAllResult,
     DepthResponse,
     ExecutionsResponse,
@@ -94,6 +97,10 @@ ROUTES: list[Route] = [
     Route("GET", "/api/v1/orders/by-client-id/{client_order_id}", get_order_by_client_id,
           "Look up an order by client order id", response=OrderInfo, auth=True,
           statuses=(401, 404, 429)),
+    Route("POST", "/api/v1/cancel-after", cancel_after,
+          "Dead-man's switch: cancel all orders unless refreshed in time",
+          body=CancelAfterBody, response=CancelAfterResult, auth=True,
+          statuses=(400, 401, 429)),
     Route("GET", "/api/v1/fills", list_fills, "The account's executions, from a cursor",
           query=FillsQuery, response=ExecutionsResponse, auth=True,
           statuses=(400, 401, 429)),

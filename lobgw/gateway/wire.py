@@ -281,8 +281,31 @@ class PingOp(WsRequest, tag="ping"):
     """Application-level ping; answered with a pong."""
 
 
+TimeoutMs = Annotated[int, msgspec.Meta(ge=0, le=86_400_000)]
+
+
+class CancelAfterOp(WsRequest, tag="cancel_after"):
+    """The dead-man's switch: cancel every order of the account unless refreshed within
+    `timeout_ms`; 0 disarms it."""
+
+    timeout_ms: TimeoutMs
+
+
+class CancelAfterBody(Wire):
+    """`POST /api/v1/cancel-after`: as the WebSocket op."""
+
+    timeout_ms: TimeoutMs
+
+
+class CancelAfterResult(Wire):
+    """The switch's state: `trigger_time` (Unix ns) is when it fires, null when disarmed."""
+
+    current_time: int
+    trigger_time: int | None
+
+
 AnyWsRequest = (AuthOp | PlaceOp | CancelOp | AmendOp | CancelAllOp | SubscribeOp
-                | UnsubscribeOp | PingOp)
+                | UnsubscribeOp | PingOp | CancelAfterOp)
 
 
 # -- WebSocket replies and pushes (server -> client), tagged by "type" ---------------------
@@ -296,7 +319,7 @@ class AckMessage(WsMessage, tag="ack"):
 
     id: RequestId
     op: str
-    result: OrderAck | CancelAllResult | None = None
+    result: OrderAck | CancelAllResult | CancelAfterResult | None = None
 
 
 class ErrorMessage(WsMessage, tag="error"):
@@ -328,6 +351,12 @@ class UnsubscribedMessage(WsMessage, tag="unsubscribed"):
     id: RequestId
     channel: str
     symbol: str | None = None
+
+
+class ShutdownMessage(WsMessage, tag="shutdown"):
+    """The gateway is stopping: the connection closes with 1001 next."""
+
+    time: int
 
 
 class HeartbeatMessage(WsMessage, tag="heartbeat"):

@@ -25,6 +25,7 @@ from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, CloseCode, describe
 from lobgw.gateway.keys import (
     ACCOUNTS,
+    CANCEL_AFTER,
     CONFIG,
     EXCHANGE,
     FLUSHER,
@@ -45,12 +46,14 @@ from lobgw.gateway.wire import (
     AmendOp,
     AnyWsRequest,
     AuthOp,
+    CancelAfterOp,
     CancelAllOp,
     CancelOp,
     PingOp,
     PlaceOp,
     PongMessage,
     RequestId,
+    ShutdownMessage,
     SubscribedMessage,
     SubscribeOp,
     UnsubscribedMessage,
@@ -161,7 +164,8 @@ class Connection:
         await self.ws.close(code=code, message=message)
 
     async def close_going_away(self) -> None:
-        """Server shutdown: close with 1001 and wait for the handler to finish."""
+        """Server shutdown: say so, close with 1001 and wait for the handler to finish."""
+        self.outbox.offer(encode_frame(ShutdownMessage(time=time.time_ns())), urgent=True)
         await self.close(CloseCode.GOING_AWAY, b"server shutting down")
         await self.finished.wait()
 
@@ -259,6 +263,9 @@ class Connection:
                                                       symbol=request.symbol))
             case PingOp():
                 self._reply(slot, PongMessage(id=request.id, time=time.time_ns()))
+            case CancelAfterOp():
+                result = self.app[CANCEL_AFTER].arm(self._account(), request.timeout_ms)
+                self._reply(slot, AckMessage(id=request.id, op="cancel_after", result=result))
             case AuthOp():
                 if self.account is not None:
                     raise ApiError(ErrorCode.ALREADY_AUTHENTICATED, None, "api_key")
@@ -378,8 +385,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not app[STATE].ready:
         raise ApiError(ErrorCode.SHUTTING_DOWN, "the gateway is not accepting connections",
                        retry_after=1)
+    server = app[CONFIG].server
     ws = web.WebSocketResponse(compress=False, autoping=True, decode_text=False,
-                               max_msg_size=app[CONFIG].server.max_ws_message_bytes)
+                               max_msg_size=server.max_ws_message_bytes,
+                               heartbeat=server.ws_ping_seconds)
     await ws.prepare(request)
     transport = request.transport
     assert transport is not None  # prepared just above
