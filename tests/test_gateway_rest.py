@@ -73,7 +73,7 @@ async def test_market_order_and_ioc(gateway: Gateway) -> None:
     ({"side": "BUY", "quantity": "1", "price": "1"}, "MISSING_FIELD", "symbol"),
     ({"symbol": "BTC-USD", "side": "UP", "quantity": "1", "price": "1"}, "INVALID_VALUE",
      "side"),
-    ({"symbol": "BTC-USD", "side": "BUY", "quantity": 1, "price": "1", "extra": 1},
+    ({"symbol": "BTC-USD", "side": "BUY", "quantity": "1", "price": "1", "extra": 1},
      "UNKNOWN_FIELD", "extra"),
     ({"symbol": "BTC-USD", "side": "BUY", "quantity": "abc", "price": "1"}, "INVALID_VALUE",
      "quantity"),

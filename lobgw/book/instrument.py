@@ -8,7 +8,8 @@ Converting refuses anything off the grid instead of rounding: a client who sends
 from __future__ import annotations
 
 import functools
-from decimal import Decimal, DecimalTuple
+import re
+from decimal import Decimal, DecimalTuple, InvalidOperation
 from typing import Annotated
 
 import msgspec
@@ -86,6 +87,15 @@ class InstrumentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             quantity, self.lot_size, field, ErrorCode.INVALID_QUANTITY, ErrorCode.QUANTITY_OFF_LOT
         )
 
+    def parse_price(self, text: str, field: str = "price") -> int:
+        """Ticks of a price written as the API documents it (see `parse_decimal`)."""
+        return self.price_to_ticks(parse_decimal(text, field, ErrorCode.INVALID_PRICE), field)
+
+    def parse_quantity(self, text: str, field: str = "quantity") -> int:
+        """Lots of a quantity written as the API documents it (see `parse_decimal`)."""
+        return self.quantity_to_lots(
+            parse_decimal(text, field, ErrorCode.INVALID_QUANTITY), field)
+
     def ticks_to_price(self, ticks: int) -> Decimal:
         """Convert ticks back to a decimal price, exact and with the tick size's decimals."""
         return self.tick_size * ticks
@@ -101,6 +111,29 @@ class InstrumentSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def lots_to_quantity(self, lots: int) -> Decimal:
         """Convert lots back to a decimal quantity, exact and with the lot size's decimals."""
         return self.lot_size * lots
+
+
+DECIMAL_TEXT = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?", re.ASCII)
+"""The only decimal text accepted from clients: ASCII digits, an optional fraction."""
+
+
+def parse_decimal(text: str, field: str, invalid: ErrorCode) -> Decimal:
+    """A decimal exactly as documented, or InputError naming the field.
+
+    Text that is no number at all is INVALID_VALUE; a number written another way (a sign,
+    an exponent, NaN, non-ASCII digits, too many digits) is `invalid`, as is zero.
+    """
+    if DECIMAL_TEXT.fullmatch(text) is None:
+        try:
+            Decimal(text)
+        except (InvalidOperation, ValueError):
+            raise InputError(ErrorCode.INVALID_VALUE, field,
+                             "not a number: send ASCII digits with an optional fraction, "
+                             "as a string") from None
+        raise InputError(invalid, field, "must be ASCII digits with an optional fraction "
+                         "(no sign, exponent or other digits; at most 30 before and 30 "
+                         "after the point)")
+    return Decimal(text)
 
 
 @functools.cache

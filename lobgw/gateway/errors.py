@@ -30,7 +30,14 @@ from lobgw.errors import (
     ShuttingDownError,
     UnknownSymbolError,
 )
-from lobgw.gateway.wire import ErrorBody, ErrorMessage, ErrorResponse, OrderInfo, RequestId
+from lobgw.gateway.wire import (
+    DuplicateKeyError,
+    ErrorBody,
+    ErrorMessage,
+    ErrorResponse,
+    OrderInfo,
+    RequestId,
+)
 
 log = logging.getLogger("lobgw.gateway")
 
@@ -147,6 +154,10 @@ def describe(error: BaseException) -> ApiError:
             return from_validation_error(error)
         case msgspec.DecodeError():
             return ApiError(E.MALFORMED_JSON, f"the body is not valid JSON: {error}")
+        case DuplicateKeyError():
+            return ApiError(E.MALFORMED_JSON, str(error), error.key)
+        case RecursionError():
+            return ApiError(E.MALFORMED_JSON, "the JSON is nested too deeply")
         case InputError():
             return ApiError(error.code, error.reason, error.field)
         case UnknownSymbolError():

@@ -347,12 +347,12 @@ class OrderService:
         actor = self.exchange.actor(request.symbol)
         self.received[request.symbol] = self.received.get(request.symbol, 0) + 1
         spec = actor.spec
-        quantity = spec.quantity_to_lots(request.quantity, "quantity")
+        quantity = spec.parse_quantity(request.quantity)
         price: int | None = None
         if request.type is OrderType.LIMIT:
             if request.price is None:
                 raise ApiError(ErrorCode.MISSING_PRICE, None, "price")
-            price = spec.price_to_ticks(request.price, "price")
+            price = spec.parse_price(request.price)
         elif request.price is not None:
             raise ApiError(ErrorCode.PRICE_NOT_ALLOWED, None, "price")
         if request.post_only and (request.type is OrderType.MARKET
@@ -394,8 +394,8 @@ class OrderService:
             raise ApiError(ErrorCode.MISSING_FIELD, "give a new quantity and/or price",
                            "quantity")
         spec = self.registry.specs[order.symbol]
-        quantity = None if body.quantity is None else spec.quantity_to_lots(body.quantity)
-        price = None if body.price is None else spec.price_to_ticks(body.price)
+        quantity = None if body.quantity is None else spec.parse_quantity(body.quantity)
+        price = None if body.price is None else spec.parse_price(body.price)
         self._change(order, AmendOrder(order.order_id, quantity=quantity, price=price,
                                        timestamp=time.time_ns()), answer)
 

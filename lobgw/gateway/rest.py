@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
+import msgspec.inspect
 from aiohttp import web
 
 from lobgw.actors import SymbolActor
@@ -37,6 +39,7 @@ from lobgw.gateway.wire import (
     StatsResponse,
     SymbolInfo,
     TradesResponse,
+    check_duplicate_keys,
 )
 from lobgw.orders import ExecutionKind
 
@@ -50,16 +53,44 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 
 
 async def read_body(request: web.Request, kind: type[Any]) -> Any:
-    """Decode the JSON body into `kind`; errors become 400 with the field and reason."""
+    """Decode the JSON body into `kind`; errors become 400 with the field and reason
+    (duplicate keys are refused)."""
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
-    return decoder.decode(await request.read())
+    data = await request.read()
+    check_duplicate_keys(data)
+    return decoder.decode(data)
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,18}", re.ASCII)
+
+
+_INTEGER_FIELDS: dict[type[Any], frozenset[str]] = {}
+
+
+def _integer_fields(kind: type[Any]) -> frozenset[str]:
+    """The query struct's integer fields (worked out once per struct)."""
+    found = _INTEGER_FIELDS.get(kind)
+    if found is None:
+        info = msgspec.inspect.type_info(kind)
+        assert isinstance(info, msgspec.inspect.StructType)
+        found = _INTEGER_FIELDS[kind] = frozenset(
+            field.name for field in info.fields
+            if isinstance(field.type, msgspec.inspect.IntType))
+    return found
 
 
 def read_query(request: web.Request, kind: type[Any]) -> Any:
-    """Convert the query string into `kind` (strings coerced to the field types)."""
-    return msgspec.convert(dict(request.query), kind, strict=False)
+    """Convert the query string into `kind`: integers must be plain ASCII digits (no
+    exponent, no other digits), the rest is coerced to the field types."""
+    query = dict(request.query)
+    for name in _integer_fields(kind):
+        value = query.get(name)
+        if value is not None and _INTEGER.fullmatch(value) is None:
+            raise ApiError(ErrorCode.INVALID_TYPE, "must be a whole number in ASCII digits",
+                           name)
+    return msgspec.convert(query, kind, strict=False)
 
 
 def authenticate(request: web.Request) -> str:
@@ -75,10 +106,15 @@ def authenticate(request: web.Request) -> str:
     return account
 
 
+_ORDER_ID = re.compile(r"[0-9]{1,19}", re.ASCII)
+
+
 def _order_id(request: web.Request) -> int:
     raw = request.match_info["order_id"]
-    if not raw.isdigit() or not 0 < int(raw) < 2**63:
-        raise ApiError(ErrorCode.INVALID_VALUE, "order ids are positive integers", "order_id")
+    if _ORDER_ID.fullmatch(raw) is None or not 0 < int(raw) < 2**63:
+        raise ApiError(ErrorCode.INVALID_VALUE,
+                       "order ids are positive integers below 2**63, in ASCII digits",
+                       "order_id")
     return int(raw)
 
 

@@ -7,9 +7,10 @@ market-data messages carry them pre-formatted so every subscriber gets the same 
 
 from __future__ import annotations
 
+import json
+import re
 import zlib
 from collections.abc import Iterable
-from decimal import Decimal
 from typing import Annotated, Literal
 
 import msgspec
@@ -20,10 +21,53 @@ from lobgw.orders import ExecutionKind, Liquidity, OrderStatus
 
 OrderId = Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
 ClientOrderId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
-                                            pattern=r"^[A-Za-z0-9_.:-]+$")]
+                                            pattern=r"^[A-Za-z0-9_.:-]+$(?!\n)")]
+"""`(?!\n)`: Python's `$` also matches before a final newline; JSON Schema's does not."""
+DecimalText = Annotated[str, msgspec.Meta(
+    min_length=1, max_length=64,
+    description="a decimal as a string: ASCII digits with an optional fraction "
+                "(\"64000.25\"); no sign, exponent or JSON number")]
+"""Decimals travel as strings and are parsed strictly at the edge (`parse_decimal`)."""
 SymbolName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Depth = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 RequestId = str | int | None
+
+
+_KEY = re.compile(rb'"((?:[^"\\]|\\.)*)"\s*:')
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names the same key twice (which value was meant is anyone's guess)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"the key {key!r} appears twice in one object")
+        self.key = key
+
+
+def _refuse_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    seen: dict[str, object] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(key)
+        seen[key] = value
+    return seen
+
+
+def check_duplicate_keys(data: bytes) -> None:
+    """Raise DuplicateKeyError if an object of the JSON `data` repeats a key.
+
+    A regex pass finds every key; only when some key name occurs twice anywhere (perhaps
+    in different objects) does the exact, slower check with the json module run.
+    """
+    keys = _KEY.findall(data)
+    if len(keys) == len(set(keys)):
+        return
+    try:
+        json.loads(data, object_pairs_hook=_refuse_duplicates)
+    except DuplicateKeyError:
+        raise
+    except (ValueError, RecursionError):
+        return  # not JSON: the typed decoder says so with the right code
 
 
 class Wire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
@@ -37,8 +81,8 @@ class PlaceOrder(Wire):
 
     symbol: SymbolName
     side: Side
-    quantity: Decimal
-    price: Decimal | None = None
+    quantity: DecimalText
+    price: DecimalText | None = None
     type: OrderType = OrderType.LIMIT
     time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
@@ -49,8 +93,8 @@ class PlaceOrder(Wire):
 class AmendBody(Wire):
     """New total quantity and/or new price for a resting order."""
 
-    quantity: Decimal | None = None
-    price: Decimal | None = None
+    quantity: DecimalText | None = None
+    price: DecimalText | None = None
 
 
 class FillInfo(Wire):
@@ -247,8 +291,8 @@ class AmendOp(WsRequest, tag="amend"):
 
     order_id: OrderId | None = None
     client_order_id: ClientOrderId | None = None
-    quantity: Decimal | None = None
-    price: Decimal | None = None
+    quantity: DecimalText | None = None
+    price: DecimalText | None = None
 
 
 class CancelAllOp(WsRequest, tag="cancel_all"):

@@ -49,6 +49,7 @@ from lobgw.gateway.wire import (
     CancelAfterOp,
     CancelAllOp,
     CancelOp,
+    DuplicateKeyError,
     PingOp,
     PlaceOp,
     PongMessage,
@@ -58,6 +59,7 @@ from lobgw.gateway.wire import (
     SubscribeOp,
     UnsubscribedMessage,
     UnsubscribeOp,
+    check_duplicate_keys,
 )
 
 log = logging.getLogger("lobgw.ws")
@@ -188,8 +190,10 @@ class Connection:
             return self.violations < self.max_violations
         self.violations = 0
         try:
+            check_duplicate_keys(data)
             request = _decode_request(data)
-        except (msgspec.ValidationError, msgspec.DecodeError) as error:
+        except (msgspec.ValidationError, msgspec.DecodeError, DuplicateKeyError,
+                RecursionError) as error:
             self._fail(slot, _request_id(data), error)
             return True
         try:
@@ -375,7 +379,7 @@ def _request_id(data: bytes) -> RequestId:
     """The request's id if the message is at least an object with a usable id."""
     try:
         return _decode_id(data).id
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         return None
 
 
