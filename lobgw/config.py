@@ -42,6 +42,9 @@ class ServerConfig(Section, frozen=True):
     """The server pings every WebSocket this often; a peer that has not answered (nor sent
     anything) within half of it is disconnected, and its cancel-on-disconnect orders go."""
     shutdown_timeout: PositiveFloat = 10.0
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    """Addresses of reverse proxies whose `X-Forwarded-For` names the client (for per-IP
+    limits and logs); from anyone else the header is ignored."""
     """Seconds to wait for queues to drain and connections to close on shutdown."""
 
 
@@ -53,14 +56,20 @@ class AccountConfig(Section, frozen=True):
 
 
 class RateLimitConfig(Section, frozen=True):
-    """Token buckets: `rate` requests per second sustained, `burst` at once."""
+    """Token buckets: `rate` requests per second sustained, `burst` at once.
+
+    Authenticated traffic (a valid API key) counts per account only; the per-IP bucket
+    applies before authentication, so clients behind one proxy do not share a limit.
+    """
 
     per_key_rate: PositiveFloat = 2_000.0
     per_key_burst: Positive = 4_000
     per_ip_rate: PositiveFloat = 5_000.0
     per_ip_burst: Positive = 10_000
     ws_violations_before_close: Positive = 50
-    """A WebSocket that keeps exceeding its limit is closed after this many refusals in a row."""
+    """A WebSocket refused this many times within `ws_violation_window_seconds` (however
+    many messages got through in between) is closed with 1008."""
+    ws_violation_window_seconds: PositiveFloat = 10.0
 
 
 class RuntimeConfig(Section, frozen=True):

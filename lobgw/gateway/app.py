@@ -50,6 +50,7 @@ from lobgw.gateway.openapi import openapi_document
 from lobgw.gateway.orders import CancelAfter, OrderRegistry, OrderService
 from lobgw.gateway.outbox import Flusher
 from lobgw.gateway.ratelimit import RateLimiter
+from lobgw.gateway.rest import account_of, client_address
 from lobgw.gateway.routes import ROUTES
 from lobgw.orders.history import Retention
 
@@ -67,8 +68,9 @@ async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Apply the per-IP limit and run the handler; every failure becomes a JSON error with a
     stable code, never a traceback."""
     try:
-        if request.path not in _UNLIMITED_PATHS:
-            wait = request.app[IP_LIMITER].check(request.remote or "?")
+        if request.path not in _UNLIMITED_PATHS and account_of(request) is None:
+            # Before authentication only: an account is limited per key (authenticate).
+            wait = request.app[IP_LIMITER].check(client_address(request))
             if wait:
                 raise ApiError(ErrorCode.RATE_LIMITED, "too many requests from this address",
                                retry_after=wait)
@@ -114,7 +116,7 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
                             elapsed * 1000, extra={
                                 "method": request.method, "path": request.path,
                                 "status": status, "duration_ms": round(elapsed * 1000, 3),
-                                "remote": request.remote})
+                                "remote": client_address(request)})
 
 
 def cors_middleware(config: Config) -> Any:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 import re
 import uuid
 
@@ -129,7 +130,9 @@ class ApiError(LobgwError):
     def body(self) -> ErrorBody:
         """The `{code, field, reason}` part, with the error id when there is one."""
         return ErrorBody(code=self.code, reason=self.reason, field=self.field,
-                         error_id=self.error_id)
+                         error_id=self.error_id,
+                         retry_after_ms=None if self.retry_after is None
+                         else max(1, math.ceil(self.retry_after * 1000)))
 
     def response(self) -> ErrorResponse:
         """The REST body."""

@@ -19,6 +19,7 @@ from lobgw.gateway.errors import ApiError
 from lobgw.gateway.keys import (
     ACCOUNTS,
     CANCEL_AFTER,
+    CONFIG,
     EXCHANGE,
     HUB,
     KEY_LIMITER,
@@ -93,10 +94,29 @@ def read_query(request: web.Request, kind: type[Any]) -> Any:
     return msgspec.convert(query, kind, strict=False)
 
 
+def client_address(request: web.Request) -> str:
+    """The client's address: the peer, or behind a trusted proxy the last address in
+    `X-Forwarded-For` that is not itself a trusted proxy."""
+    remote = request.remote or "?"
+    trusted = request.app[CONFIG].server.trusted_proxies
+    if remote not in trusted:
+        return remote
+    forwarded = [hop.strip() for hop in request.headers.get("X-Forwarded-For", "").split(",")
+                 if hop.strip()]
+    for hop in reversed(forwarded):
+        if hop not in trusted:
+            return hop[:64]
+    return remote
+
+
+def account_of(request: web.Request) -> str | None:
+    """The account of the request's `X-API-Key`, if it names one."""
+    return request.app[ACCOUNTS].get(request.headers.get("X-API-Key", ""))
+
+
 def authenticate(request: web.Request) -> str:
     """The account of the request's `X-API-Key`, after its rate limit; else 401 / 429."""
-    key = request.headers.get("X-API-Key", "")
-    account = request.app[ACCOUNTS].get(key)
+    account = account_of(request)
     if account is None:
         raise ApiError(ErrorCode.UNAUTHORIZED)
     wait = request.app[KEY_LIMITER].check(account)

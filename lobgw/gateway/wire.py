@@ -248,6 +248,9 @@ class ErrorBody(Wire, omit_defaults=True):
     reason: str
     field: str | None
     error_id: str | None = None
+    retry_after_ms: int | None = None
+    """With RATE_LIMITED, OVERLOADED, JOURNAL_UNAVAILABLE, SHUTTING_DOWN and NOT_READY: how
+    long to wait before retrying (REST also sends `Retry-After` in seconds)."""
     """Only on internal errors: the id under which the details were logged."""
 
 

@@ -10,6 +10,7 @@ and the replies keep their order. See docs/api.md for the protocol.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 from typing import Any
@@ -40,6 +41,7 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.marketdata import BOOK_DEPTHS
 from lobgw.gateway.orders import Answer
 from lobgw.gateway.outbox import Outbox, SlowConsumerPolicy, encode_frame
+from lobgw.gateway.rest import client_address
 from lobgw.gateway.wire import (
     AckMessage,
     AmendBody,
@@ -103,7 +105,8 @@ class Connection:
         self.account: str | None = None
         self.cancel_on_disconnect = False
         self.placed: set[int] = set()
-        self.violations = 0
+        self.violations: collections.deque[float] = collections.deque()
+        """When this connection was refused for its rate, within the violation window."""
         self.slow = False
         self.finished = asyncio.Event()
         runtime = app[CONFIG].runtime
@@ -115,7 +118,9 @@ class Connection:
         self.service = app[SERVICE]
         self.key_limiter = app[KEY_LIMITER]
         self.ip_limiter = app[IP_LIMITER]
-        self.max_violations = app[CONFIG].rate_limits.ws_violations_before_close
+        limits = app[CONFIG].rate_limits
+        self.max_violations = limits.ws_violations_before_close
+        self.violation_window = limits.ws_violation_window_seconds
         self._closing: asyncio.Future[Any] | None = None
         self.subscriptions: dict[tuple[str, str | None], Subscription] = {}
         self._next_slot = 0
@@ -183,12 +188,17 @@ class Connection:
         limiter = self.key_limiter if self.account else self.ip_limiter
         wait = limiter.check(self.account or self.remote)
         if wait:
-            self.violations += 1
+            # Sustained flooding closes the connection, even when some messages get through
+            # between refusals: count the refusals within a sliding window.
+            now = time.monotonic()
+            violations = self.violations
+            violations.append(now)
+            while violations[0] < now - self.violation_window:
+                violations.popleft()
             self.app[METRICS].rate_limited.inc({})
             self._fail(slot, _request_id(data), ApiError(
                 ErrorCode.RATE_LIMITED, "too many messages", retry_after=wait))
-            return self.violations < self.max_violations
-        self.violations = 0
+            return len(violations) < self.max_violations
         try:
             check_duplicate_keys(data)
             request = _decode_request(data)
@@ -396,7 +406,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     transport = request.transport
     assert transport is not None  # prepared just above
-    connection = Connection(app, ws, request.remote or "?", transport)
+    connection = Connection(app, ws, client_address(request), transport)
     app[STATE].connections.add(connection)
     try:
         async for message in ws:
