@@ -156,3 +156,37 @@ def test_shipped_config_is_valid() -> None:
     config = load_config(Path(__file__).parent.parent / "config.toml", {})
     assert [s.symbol for s in config.symbols] == ["BTC-USD", "ETH-USD", "AMZN"]
     assert config.accounts
+
+
+async def test_logs_cannot_be_forged_flooded_or_leak_keys(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(CONFIG.replace("JOURNAL_DIR", str(tmp_path / "data")))
+    port = free_port()
+    process = await start_server(config, port)
+    await wait_ready(port)
+    requests = [
+        b"GET /orders%0A2026-12-02%2000:00:00,000%20ERROR%20lobgw.forged:%20pwned HTTP/1.1"
+        b"\r\nHost: x\r\n\r\n",
+        b"GET /%1B[31mred HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /" + b"k" * 9000 + b" HTTP/1.1\r\nX-API-Key: " + ALICE_KEY.encode() + b"\r\n\r\n",
+        b"GET /api/v1/symbols?api_key=" + BOB_KEY.encode() + b" HTTP/1.1\r\nHost: x\r\n"
+        b"X-API-Key: " + b"z" * 9000 + b"\r\n\r\n",
+    ] + [b"GET /" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n"] * 300  # each one logged by aiohttp
+    for payload in requests:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(payload)
+        await writer.drain()
+        await reader.read(200)
+        writer.close()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+    log = stderr.decode()
+    lines = log.splitlines()
+    assert not any(line.startswith("2026-12-02 00:00:00,000") for line in lines)  # no forgery
+    forged = [line for line in lines if "lobgw.forged" in line]
+    assert len(forged) == 1 and "/orders\\n2026-12-02" in forged[0]  # escaped, in its line
+    assert "\x1b" not in log and "/\\x1b[31mred" in log
+    assert ALICE_KEY not in log and BOB_KEY not in log
+    assert "Traceback" not in log, log[log.index("Traceback") - 300:][:1500]
+    assert not any(" ERROR " in line for line in lines if line not in forged)
+    assert 5 <= log.count("unparseable request") <= 25, log.count("unparseable request")

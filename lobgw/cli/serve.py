@@ -37,7 +37,8 @@ def serve(args: argparse.Namespace) -> int:
             host=config.server.host if args.host is None else args.host,
             port=config.server.port if args.port is None else args.port)
         config = msgspec.structs.replace(config, server=server)
-    configure_logging(config.logging.format, config.logging.level)
+    configure_logging(config.logging.format, config.logging.level,
+                      [account.api_key for account in config.accounts])
     return run(serve_forever(config, repair=args.repair))
 
 
