@@ -42,6 +42,17 @@ class ServerConfig(Section, frozen=True):
     """The server pings every WebSocket this often; a peer that has not answered (nor sent
     anything) within half of it is disconnected, and its cancel-on-disconnect orders go."""
     shutdown_timeout: PositiveFloat = 10.0
+    max_connections_per_ip: Positive = 256
+    """Open connections from one address (trusted proxies are exempt)."""
+    header_timeout_seconds: PositiveFloat = 10.0
+    """A new connection must deliver complete request headers within this."""
+    keepalive_seconds: PositiveFloat = 15.0
+    """An idle keep-alive connection (or one dribbling its next request) is closed after
+    this."""
+    body_timeout_seconds: PositiveFloat = 10.0
+    """A request body must arrive within this (else 408 REQUEST_TIMEOUT)."""
+    ws_auth_timeout_seconds: PositiveFloat = 10.0
+    """A WebSocket that neither authenticates nor subscribes within this is closed (1008)."""
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
     """Addresses of reverse proxies whose `X-Forwarded-For` names the client (for per-IP
     limits and logs); from anyone else the header is ignored."""

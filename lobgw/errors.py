@@ -51,6 +51,7 @@ class ErrorCode(enum.StrEnum):
     INVALID_VALUE = "INVALID_VALUE"
     OUT_OF_RANGE = "OUT_OF_RANGE"
     REQUEST_TOO_LARGE = "REQUEST_TOO_LARGE"
+    REQUEST_TIMEOUT = "REQUEST_TIMEOUT"
     UNSUPPORTED_MESSAGE = "UNSUPPORTED_MESSAGE"
     # an order's fields, checked at the edge against the symbol's rules
     INVALID_QUANTITY = "INVALID_QUANTITY"

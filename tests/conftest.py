@@ -18,7 +18,9 @@ from aiohttp import web
 
 from lobgw.config import Config
 from lobgw.gateway.app import create_app
-from lobgw.gateway.keys import STATE
+from lobgw.gateway.connections import GuardedSite
+from lobgw.gateway.keys import GUARD, STATE
+from lobgw.gateway.server import listen
 
 ALICE_KEY = "test-alice-key-000000000000000001"
 BOB_KEY = "test-bob-key-0000000000000000000002"
@@ -108,9 +110,10 @@ class Gateway:
 async def start_gateway(config: Config) -> tuple[web.AppRunner, str]:
     """Start a gateway for `config` on a free port; return its runner and base URL."""
     app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(app, access_log=None,
+                           keepalive_timeout=config.server.keepalive_seconds)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = GuardedSite(runner, listen("127.0.0.1", 0), app[GUARD])
     await site.start()
     recovery = app[STATE].recovery
     if recovery is not None:

@@ -27,6 +27,7 @@ from lobgw.book.commands import AnyCommand, CancelOrder
 from lobgw.book.types import Reason
 from lobgw.config import Config
 from lobgw.errors import ErrorCode
+from lobgw.gateway.connections import ConnectionGuard
 from lobgw.gateway.errors import ApiError, describe
 from lobgw.gateway.keys import (
     ACCOUNTS,
@@ -34,6 +35,7 @@ from lobgw.gateway.keys import (
     CONFIG,
     EXCHANGE,
     FLUSHER,
+    GUARD,
     HUB,
     IP_LIMITER,
     KEY_LIMITER,
@@ -99,11 +101,14 @@ async def access_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Run the request guarded, then write one log line and one latency sample."""
     start = time.perf_counter()
     status = 500
+    guard = request.app[GUARD]
+    guard.started(request)
     try:
         response = await guarded(request, handler)
         status = response.status
         return response
     finally:
+        guard.finished(request, status == 101)
         elapsed = time.perf_counter() - start
         route = request.match_info.route.resource
         route_name = route.canonical if route is not None else "unmatched"
@@ -230,12 +235,15 @@ async def _heartbeats(app: web.Application) -> None:
     interval = app[CONFIG].runtime.heartbeat_seconds
     hub = app[HUB]
     state = app[STATE]
+    guard = app[GUARD]
     next_heartbeat = time.monotonic() + interval / 2
     while True:
         await asyncio.sleep(HOUSEKEEPING_SECONDS)
         now = time.monotonic()
+        guard.sweep(now)
         for connection in list(state.connections):
             connection.outbox.check(now)
+            connection.check_auth_deadline(now)
         if now >= next_heartbeat:
             next_heartbeat = now + interval / 2
             subscribed = hub.subscribers()
@@ -307,6 +315,10 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     app[IP_LIMITER] = RateLimiter(config.rate_limits.per_ip_rate,
                                   config.rate_limits.per_ip_burst)
     app[STATE] = state
+    app[GUARD] = ConnectionGuard(config.server.max_connections_per_ip,
+                                 config.server.header_timeout_seconds,
+                                 config.server.keepalive_seconds,
+                                 config.server.trusted_proxies)
     document: Callable[[], dict[str, Any]] = functools.cache(
         functools.partial(openapi_document, ROUTES))
     app[OPENAPI] = document

@@ -52,6 +52,7 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.INVALID_VALUE: (400, "this value is not allowed here"),
     E.OUT_OF_RANGE: (400, "this value is out of range"),
     E.REQUEST_TOO_LARGE: (413, "the request is too large"),
+    E.REQUEST_TIMEOUT: (408, "the request body did not arrive in time"),
     E.UNSUPPORTED_MESSAGE: (400, "send JSON text frames"),
     # an order's fields against the symbol's rules
     E.INVALID_QUANTITY: (400, "the quantity must be a finite number greater than zero"),

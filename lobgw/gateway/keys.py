@@ -11,6 +11,7 @@ from aiohttp import web
 
 from lobgw.actors import Exchange
 from lobgw.config import Config
+from lobgw.gateway.connections import ConnectionGuard
 from lobgw.gateway.marketdata import MarketDataHub
 from lobgw.gateway.metrics import Metrics
 from lobgw.gateway.orders import CancelAfter, OrderRegistry, OrderService
@@ -45,5 +46,6 @@ IP_LIMITER = web.AppKey("ip_limiter", RateLimiter)
 STATE = web.AppKey("state", GatewayState)
 FLUSHER = web.AppKey("flusher", Flusher)
 CANCEL_AFTER = web.AppKey("cancel_after", CancelAfter)
+GUARD = web.AppKey("guard", ConnectionGuard)
 OPENAPI = web.AppKey[Callable[[], dict[str, Any]]]("openapi")
 """Builds (once) the OpenAPI document of the route table."""

@@ -3,6 +3,7 @@ encode the answer. Failures propagate as exceptions; the app's middleware maps t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import re
@@ -59,7 +60,11 @@ async def read_body(request: web.Request, kind: type[Any]) -> Any:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
-    data = await request.read()
+    try:
+        data = await asyncio.wait_for(request.read(),
+                                      request.app[CONFIG].server.body_timeout_seconds)
+    except TimeoutError:
+        raise ApiError(ErrorCode.REQUEST_TIMEOUT) from None
     check_duplicate_keys(data)
     return decoder.decode(data)
 

@@ -22,7 +22,8 @@ from aiohttp import web
 from lobgw.config import Config
 from lobgw.errors import JournalCorruptError, JournalLockedError, JournalSpecError
 from lobgw.gateway.app import create_app
-from lobgw.gateway.keys import STATE
+from lobgw.gateway.connections import GuardedSite
+from lobgw.gateway.keys import GUARD, STATE
 
 log = logging.getLogger("lobgw.server")
 
@@ -54,7 +55,8 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         return 2
     app = create_app(config, repair)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=config.server.shutdown_timeout)
+                           shutdown_timeout=config.server.shutdown_timeout,
+                           keepalive_timeout=config.server.keepalive_seconds)
     try:
         await runner.setup()
     except (JournalLockedError, JournalSpecError) as error:
@@ -67,7 +69,7 @@ async def serve(config: Config, ready: asyncio.Event | None = None,
         await runner.cleanup()
         sock.close()
         return 3
-    site = web.SockSite(runner, sock)
+    site = GuardedSite(runner, sock, app[GUARD])
     await site.start()
     # Everything built so far lives as long as the process: keep it out of the collector's
     # full passes (shorter pauses under load).

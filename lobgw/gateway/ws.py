@@ -123,6 +123,8 @@ class Connection:
         self.violation_window = limits.ws_violation_window_seconds
         self._closing: asyncio.Future[Any] | None = None
         self.subscriptions: dict[tuple[str, str | None], Subscription] = {}
+        self.opened_at = time.monotonic()
+        self.auth_timeout = app[CONFIG].server.ws_auth_timeout_seconds
         self._next_slot = 0
         self._next_reply = 0
         self._held: dict[int, list[bytes]] = {}
@@ -133,6 +135,13 @@ class Connection:
     def error(self, request_id: RequestId, error: BaseException) -> None:
         """Send a refusal that answers no particular message (a binary frame)."""
         self._reply(self._take_slot(), describe(error).message(request_id))
+
+    def check_auth_deadline(self, now: float) -> None:
+        """Close a connection that has neither authenticated nor subscribed in time."""
+        if self.account is None and not self.subscriptions and not self.slow \
+                and self._closing is None and now - self.opened_at > self.auth_timeout:
+            self._closing = asyncio.ensure_future(self.close(
+                CloseCode.POLICY_VIOLATION, b"authenticate or subscribe first"))
 
     def _take_slot(self) -> int:
         slot = self._next_slot
