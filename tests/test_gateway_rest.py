@@ -11,8 +11,9 @@ import pytest
 
 from lobgw.book.commands import SubmitOrder
 from lobgw.book.types import Side
+from lobgw.gateway.app import warn_about_demo_keys
 from lobgw.gateway.keys import EXCHANGE
-from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
+from tests.conftest import ALICE_KEY, BOB_KEY, Gateway, make_config
 
 
 def order(side: str = "BUY", quantity: str = "1", price: str | None = "100", **extra: Any
@@ -242,6 +243,47 @@ async def test_symbols_stats_health_ready_openapi(gateway: Gateway) -> None:
     status, reply, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book?depth=0")
     assert (status, reply["error"]["code"], reply["error"]["field"]) == (
         400, "OUT_OF_RANGE", "depth")
+
+
+async def test_openapi_describes_what_the_server_does(gateway: Gateway) -> None:
+    """Tools read the document: the key is a security scheme (not a parameter a fuzzer may
+    replace), ids have bounds, every status a route can answer is declared, and /ws (not
+    REST) is left out."""
+    _, document, _ = await gateway.call("GET", "/openapi.json")
+    assert document["components"]["securitySchemes"] == {
+        "ApiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    one = document["paths"]["/api/v1/orders/{order_id}"]
+    for method in ("get", "delete"):
+        assert one[method]["security"] == [{"ApiKey": []}]
+        assert all(p["name"] != "X-API-Key" for p in one[method]["parameters"])
+        assert {"400", "401", "404", "429"} <= set(one[method]["responses"])
+        (order_id,) = [p for p in one[method]["parameters"] if p["name"] == "order_id"]
+        assert order_id["schema"] == {"type": "integer", "minimum": 1, "maximum": 2**63 - 1}
+    assert "400" in document["paths"]["/api/v1/orders"]["get"]["responses"]
+    assert "security" not in document["paths"]["/health"]["get"]
+    assert "/ws" not in document["paths"]
+
+
+async def test_405_names_allowed_methods_and_no_server_banner(gateway: Gateway) -> None:
+    status, reply, headers = await gateway.call("PATCH", "/api/v1/orders", ALICE_KEY)
+    assert (status, reply["error"]["code"]) == (405, "METHOD_NOT_ALLOWED")
+    assert set(headers["Allow"].split(",")) == {"GET", "POST", "DELETE"}
+    assert "Server" not in headers
+    _, _, headers = await gateway.call("GET", "/health")
+    assert "Server" not in headers
+
+
+def test_demo_keys_on_a_public_address_are_announced(caplog: pytest.LogCaptureFixture
+                                                     ) -> None:
+    demo = [{"name": "alice", "api_key": "demo-alice-key-0000000000000001"}]
+    with caplog.at_level("WARNING", logger="lobgw"):
+        warn_about_demo_keys(make_config(accounts=demo))
+        assert caplog.records == []
+        warn_about_demo_keys(make_config(accounts=demo, server={"host": "0.0.0.0"}))
+    (record,) = caplog.records
+    assert record.levelname == "WARNING"
+    assert "DEMO API KEYS" in record.getMessage() and "alice" in record.getMessage()
+    assert "demo-alice-key" not in record.getMessage()
 
 
 METRIC_LINE = re.compile(

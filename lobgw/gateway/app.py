@@ -80,7 +80,10 @@ async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as http:
         if http.status < 400:
             raise
-        return error_response(describe(http))
+        response = error_response(describe(http))
+        if "Allow" in http.headers:  # 405: which methods the path takes
+            response.headers["Allow"] = http.headers["Allow"]
+        return response
     except asyncio.CancelledError:
         raise
     except Exception as error:
@@ -260,6 +263,22 @@ async def close_websockets(app: web.Application) -> None:
                          return_exceptions=True)
 
 
+async def _no_banner(request: web.Request, response: web.StreamResponse) -> None:
+    """No `Server:` header: which software and version runs is nobody's business."""
+    response.headers.popall("Server", None)
+
+
+def warn_about_demo_keys(config: Config) -> None:
+    """Say loudly when the public demo keys guard a gateway reachable from elsewhere."""
+    demo = [account.name for account in config.accounts
+            if account.api_key.startswith(("demo-alice-key-", "demo-bob-key-"))]
+    loopback = config.server.host in ("127.0.0.1", "localhost", "::1")
+    if demo and not loopback:
+        log.warning("THE DEMO API KEYS ARE IN USE (%s) ON %s: anyone can trade as these "
+                    "accounts. Replace them (lobgw init writes fresh ones).",
+                    ", ".join(demo), config.server.host)
+
+
 def create_app(config: Config, repair: bool = False) -> web.Application:
     """Build the gateway for `config` (actors recover and start when the app starts).
 
@@ -271,6 +290,7 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
         middlewares=[cors_middleware(config), access_middleware],
     )
     specs = {spec.symbol: spec for spec in config.symbols}
+    warn_about_demo_keys(config)
     metrics = Metrics()
     journals = None
     if config.journal.enabled:
@@ -326,6 +346,7 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     metrics.add_collector(lambda: setattr(metrics, "messages_sent", flusher.frames_written))
     for route in ROUTES:
         app.router.add_route(route.method, route.path, route.handler)
+    app.on_response_prepare.append(_no_banner)
     app.cleanup_ctx.append(runtime_context)
     app.on_shutdown.append(close_websockets)
     return app
