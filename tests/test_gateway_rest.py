@@ -191,8 +191,10 @@ async def test_cancel_amend_lookup_and_cancel_all(gateway: Gateway) -> None:
     assert result == {"canceled": 1, "order_ids": [b["order"]["order_id"]]}
     status, result, _ = await gateway.call("DELETE", "/api/v1/orders", ALICE_KEY)
     assert result == {"canceled": 1, "order_ids": [c["order"]["order_id"]]}
-    status, reply, _ = await gateway.call("DELETE", "/api/v1/orders?symbol=XX", ALICE_KEY)
-    assert (status, reply["error"]["code"]) == (400, "UNKNOWN_SYMBOL")
+    for method in ("DELETE", "GET"):  # listing an unknown symbol is an error too, not []
+        status, reply, _ = await gateway.call(method, "/api/v1/orders?symbol=XX", ALICE_KEY)
+        assert (status, reply["error"]["code"], reply["error"]["field"]) == (
+            400, "UNKNOWN_SYMBOL", "symbol")
 
 
 async def test_a_client_order_id_is_taken_while_its_order_is_kept(gateway: Gateway) -> None:
@@ -262,6 +264,11 @@ async def test_openapi_describes_what_the_server_does(gateway: Gateway) -> None:
     assert "400" in document["paths"]["/api/v1/orders"]["get"]["responses"]
     assert "security" not in document["paths"]["/health"]["get"]
     assert "/ws" not in document["paths"]
+    (symbol,) = document["paths"]["/api/v1/symbols/{symbol}/book"]["get"]["parameters"][:1]
+    assert symbol["schema"] == {"type": "string", "enum": ["BTC-USD", "ETH-USD"]}
+    place = document["paths"]["/api/v1/orders"]["post"]["responses"]["201"]
+    assert place["links"]["get_order"] == {
+        "operationId": "get_order", "parameters": {"order_id": "$response.body#/order/order_id"}}
 
 
 async def test_405_names_allowed_methods_and_no_server_banner(gateway: Gateway) -> None:

@@ -340,7 +340,7 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
                                  config.server.keepalive_seconds,
                                  config.server.trusted_proxies)
     document: Callable[[], dict[str, Any]] = functools.cache(
-        functools.partial(openapi_document, ROUTES))
+        functools.partial(openapi_document, ROUTES, list(specs)))
     app[OPENAPI] = document
     flusher = app[FLUSHER] = Flusher(config.runtime.market_data_flush_ms / 1000)
     metrics.add_collector(lambda: setattr(metrics, "messages_sent", flusher.frames_written))

@@ -43,12 +43,20 @@ def statuses(route: Route) -> set[int]:
     return found
 
 
-def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
-    """Build the document for `routes`."""
+def openapi_document(routes: Sequence[Route], symbols: Sequence[str] = ()) -> dict[str, Any]:
+    """Build the document for `routes`; a request's symbol is one of `symbols`, when given
+    (the document describes this gateway, so a tool knows an unknown symbol is invalid)."""
     types: list[Any] = [ErrorResponse]
     for route in routes:
         types.extend(t for t in (route.body, route.response, route.query) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    _pairs_as_items(components)
+    path_schemas = dict(_PATH_SCHEMAS)
+    if symbols:
+        path_schemas["symbol"] = {"type": "string", "enum": list(symbols)}
+        for request in {t.__name__ for route in routes for t in (route.body, route.query)
+                        if t is not None}:
+            _name_symbols(components[request], list(symbols))
     by_type = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
@@ -59,7 +67,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
         if route.handler.__doc__:
             operation["description"] = route.handler.__doc__.strip()
         parameters = [{"name": name, "in": "path", "required": True,
-                       "schema": _PATH_SCHEMAS.get(name, {"type": "string"})}
+                       "schema": path_schemas.get(name, {"type": "string"})}
                       for name in _path_parameters(route.path)]
         if route.query is not None:
             query_schema = components[route.query.__name__]
@@ -84,6 +92,7 @@ def openapi_document(routes: Sequence[Route]) -> dict[str, Any]:
                     "application/json": {"schema": by_type[ErrorResponse]}}}
         operation["responses"] = responses
         paths.setdefault(route.path, {})[route.method.lower()] = operation
+    _link_placed_orders(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "lobgw", "version": __version__,
@@ -100,6 +109,54 @@ _PATH_SCHEMAS: dict[str, dict[str, Any]] = {
                         "pattern": "^[A-Za-z0-9_.:-]+$"},
     "symbol": {"type": "string", "minLength": 1, "maxLength": 32},
 }
+
+
+_LINKED = {"order_id": "$response.body#/order/order_id",
+           "client_order_id": "$response.body#/order/client_order_id"}
+
+
+def _link_placed_orders(paths: dict[str, dict[str, Any]]) -> None:
+    """OpenAPI links from a placed order to the operations on it, so tools (and readers)
+    know where an order id comes from."""
+    placed = paths.get("/api/v1/orders", {}).get("post")
+    if placed is None:
+        return
+    links: dict[str, Any] = {}
+    for path, operations in paths.items():
+        names = [name for name in _path_parameters(path) if name in _LINKED]
+        for operation in operations.values():
+            if names:
+                links[operation["operationId"]] = {
+                    "operationId": operation["operationId"],
+                    "parameters": {name: _LINKED[name] for name in names}}
+    if links:
+        placed["responses"]["201"]["links"] = links
+
+
+def _name_symbols(schema: dict[str, Any], symbols: list[str]) -> None:
+    """Restrict a request schema's `symbol` property (string, or string-or-null) to `symbols`."""
+    field = schema.get("properties", {}).get("symbol")
+    if field is None:
+        return
+    for option in field.get("anyOf", [field]):
+        if option.get("type") == "string":
+            option.clear()
+            option.update({"type": "string", "enum": symbols})
+
+
+def _pairs_as_items(node: Any) -> None:
+    """Write a fixed-length array of one item type (a price-quantity pair of strings) as
+    `items` rather than `prefixItems`: equivalent, and more tools read it."""
+    if isinstance(node, dict):
+        prefix = node.get("prefixItems")
+        if prefix and node.get("items") is False and all(p == prefix[0] for p in prefix):
+            del node["prefixItems"]
+            node["items"] = prefix[0]
+        for value in node.values():
+            _pairs_as_items(value)
+    elif isinstance(node, list):
+        for value in node:
+            _pairs_as_items(value)
 
 
 def _path_parameters(path: str) -> list[str]:

@@ -301,6 +301,8 @@ async def list_orders(request: web.Request) -> web.Response:
     """The account's open orders."""
     account = authenticate(request)
     query: SymbolQuery = read_query(request, SymbolQuery)
+    if query.symbol is not None:
+        request.app[EXCHANGE].actor(query.symbol)  # unknown symbol -> 400, as cancel-all
     registry = request.app[REGISTRY]
     return json_response([registry.info(order)
                           for order in registry.open_orders(account, query.symbol)])
