@@ -37,8 +37,14 @@ async def test_order_entry_acks_and_errors(gateway: Gateway) -> None:
         assert refused.value.code == "ORDER_NOT_FOUND"
         with pytest.raises(ClientError) as refused:
             await alice.place("BTC-USD", "BUY", "1", price="100.1")
-        assert (refused.value.code, refused.value.field) == ("PRICE_OFF_TICK", "order.price"
-                                                             ) or refused.value.field == "price"
+        assert (refused.value.code, refused.value.field) == ("PRICE_OFF_TICK", "order.price")
+        with pytest.raises(ClientError) as refused:
+            await alice.place("NOPE", "BUY", "1", price="100")
+        assert (refused.value.code, refused.value.field) == ("UNKNOWN_SYMBOL", "order.symbol")
+        with pytest.raises(ClientError) as refused:
+            await alice.place("BTC-USD", "BUY", "1e3", price="100")
+        assert (refused.value.code, refused.value.field) == ("INVALID_QUANTITY",
+                                                             "order.quantity")
         await alice.place("BTC-USD", "BUY", "1", price="90")
         await alice.place("ETH-USD", "BUY", "1", price="90")
         result = await alice.cancel_all()

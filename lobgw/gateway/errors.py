@@ -143,6 +143,14 @@ class ApiError(LobgwError):
         """The WebSocket reply to request `request_id`."""
         return ErrorMessage(id=request_id, error=self.body(), order=self.order)
 
+    def within(self, parent: str) -> ApiError:
+        """The same refusal with `field` as a path below `parent` (`price` -> `order.price`,
+        as the WebSocket's place nests the order)."""
+        if self.field is None or self.field.startswith(parent + "."):
+            return self
+        return ApiError(self.code, self.reason, f"{parent}.{self.field}",
+                        retry_after=self.retry_after, error_id=self.error_id, order=self.order)
+
 
 def rejected(reason: Reason, order: OrderInfo, text: str | None = None) -> ApiError:
     """The engine refused an order or a change of one; `order` is its state after that."""

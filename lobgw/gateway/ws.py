@@ -218,7 +218,8 @@ class Connection:
         try:
             self.dispatch(request, slot)
         except Exception as error:
-            self._fail(slot, request.id, error)
+            self._fail(slot, request.id, describe(error).within("order")
+                       if isinstance(request, PlaceOp) else error)
         return True
 
     # -- replies, in arrival order ----------------------------------------------------------
@@ -248,7 +249,8 @@ class Connection:
         """The reply path of every order op: the ack or the refusal, in its slot."""
         def answer(result: Any, error: BaseException | None) -> None:
             if error is not None:
-                self._fail(slot, request_id, error)
+                self._fail(slot, request_id,
+                           describe(error).within("order") if op == "place" else error)
             else:
                 self._reply(slot, AckMessage(id=request_id, op=op, result=result))
         return answer
