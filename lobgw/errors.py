@@ -44,6 +44,7 @@ class ErrorCode(enum.StrEnum):
     """
 
     # the request itself is malformed or invalid
+    MALFORMED_HTTP = "MALFORMED_HTTP"
     MALFORMED_JSON = "MALFORMED_JSON"
     MISSING_FIELD = "MISSING_FIELD"
     UNKNOWN_FIELD = "UNKNOWN_FIELD"

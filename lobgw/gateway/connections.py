@@ -21,7 +21,12 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from aiohttp import web
+import msgspec
+from aiohttp import http_exceptions, web
+from aiohttp.web_protocol import RequestHandler
+
+from lobgw.errors import ErrorCode
+from lobgw.gateway.errors import ApiError
 
 WAITING, BUSY, UPGRADED = "waiting", "busy", "upgraded"
 
@@ -35,6 +40,43 @@ class _Tracked:
         self.state = WAITING
         self.since = time.monotonic()
         self.requests = 0
+
+
+_UNPARSEABLE: list[tuple[type[BaseException], str]] = [
+    (http_exceptions.BadHttpMethod, "not an HTTP request (unknown method)"),
+    (http_exceptions.LineTooLong, "a request or header line is too long"),
+    (http_exceptions.InvalidHeader, "a header is malformed"),
+    (http_exceptions.BadStatusLine, "the request line is malformed"),
+    (http_exceptions.TransferEncodingError, "the chunked body is malformed"),
+    (http_exceptions.ContentLengthError, "the body does not match its Content-Length"),
+]
+
+
+class JsonErrorsRequestHandler(RequestHandler):
+    """aiohttp's protocol, answering a request it cannot parse the way the API answers
+    everything: JSON with a code (`MALFORMED_HTTP`), without echoing the request's bytes (a
+    header line may hold an API key) and without the version banner."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        """Log as aiohttp does (lobgw.gateway.logs tames it), answer as lobgw does."""
+        super().handle_error(request, status, exc, message)  # logs; raises if already sent
+        if status == 413:
+            error = ApiError(ErrorCode.REQUEST_TOO_LARGE)
+        elif 400 <= status < 500:
+            reason = next((text for kind, text in _UNPARSEABLE if isinstance(exc, kind)),
+                          None)
+            error = ApiError(ErrorCode.MALFORMED_HTTP, reason)
+        else:
+            error = ApiError(ErrorCode.INTERNAL_ERROR)
+        response = web.Response(status=status if status >= 400 else 400,
+                                body=msgspec.json.encode(error.response()),
+                                content_type="application/json",
+                                headers={"Server": "lobgw"})
+        response.force_close()
+        return response
 
 
 class GuardedProtocol(asyncio.Protocol):
@@ -95,7 +137,11 @@ class ConnectionGuard:
 
     def factory(self, inner: Callable[[], Any]) -> Callable[[], asyncio.Protocol]:
         """A protocol factory around aiohttp's."""
-        return lambda: GuardedProtocol(inner(), self)
+        def protocol() -> asyncio.Protocol:
+            handler = inner()
+            handler.__class__ = JsonErrorsRequestHandler  # same slots: only methods differ
+            return GuardedProtocol(handler, self)
+        return protocol
 
     def admit(self, transport: asyncio.Transport) -> bool:
         """Count a new connection, or refuse it when its address has too many."""

@@ -45,6 +45,7 @@ log = logging.getLogger("lobgw.gateway")
 E = ErrorCode
 ERRORS: dict[ErrorCode, tuple[int, str]] = {
     # the request itself
+    E.MALFORMED_HTTP: (400, "the request is not valid HTTP/1.1"),
     E.MALFORMED_JSON: (400, "the body is not valid JSON"),
     E.MISSING_FIELD: (400, "this field is required"),
     E.UNKNOWN_FIELD: (400, "this field is not part of the message"),

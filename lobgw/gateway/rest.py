@@ -60,6 +60,10 @@ async def read_body(request: web.Request, kind: type[Any]) -> Any:
     decoder = _decoders.get(kind)
     if decoder is None:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    if request.content_length is not None and request.content_length > request.client_max_size:
+        raise ApiError(ErrorCode.REQUEST_TOO_LARGE,  # say so now, not after reading it all
+                       f"the body is {request.content_length} bytes; at most "
+                       f"{request.client_max_size} are accepted")
     try:
         data = await asyncio.wait_for(request.read(),
                                       request.app[CONFIG].server.body_timeout_seconds)
@@ -141,6 +145,19 @@ def _order_id(request: web.Request) -> int:
                        "order ids are positive integers below 2**63, in ASCII digits",
                        "order_id")
     return int(raw)
+
+
+_CLIENT_ORDER_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}", re.ASCII)
+
+
+def _client_order_id(request: web.Request) -> str:
+    """The client order id in the path, held to the pattern a body's is (a 400, not a
+    404 for an id no order can have)."""
+    raw = request.match_info["client_order_id"]
+    if _CLIENT_ORDER_ID.fullmatch(raw) is None:
+        raise ApiError(ErrorCode.INVALID_VALUE,
+                       "client order ids are 1 to 64 of A-Z a-z 0-9 _ . : -", "client_order_id")
+    return raw
 
 
 def _actor(request: web.Request) -> SymbolActor:
@@ -324,7 +341,7 @@ async def get_order_by_client_id(request: web.Request) -> web.Response:
     history's retention."""
     account = authenticate(request)
     registry = request.app[REGISTRY]
-    order = registry.owned(account, None, request.match_info["client_order_id"])
+    order = registry.owned(account, None, _client_order_id(request))
     if order is None:
         raise ApiError(ErrorCode.ORDER_NOT_FOUND,
                        "no order of this account has that client order id", "client_order_id")
@@ -359,7 +376,7 @@ async def cancel_by_client_id(request: web.Request) -> web.Response:
     """Cancel one of the account's open orders by client order id."""
     account = authenticate(request)
     service = request.app[SERVICE]
-    client_order_id = request.match_info["client_order_id"]
+    client_order_id = _client_order_id(request)
     return json_response(await answered(
         functools.partial(service.cancel, account, None, client_order_id)))
 
@@ -379,7 +396,7 @@ async def amend_by_client_id(request: web.Request) -> web.Response:
     account = authenticate(request)
     body: AmendBody = await read_body(request, AmendBody)
     service = request.app[SERVICE]
-    client_order_id = request.match_info["client_order_id"]
+    client_order_id = _client_order_id(request)
     return json_response(await answered(
         functools.partial(service.amend, account, None, client_order_id, body)))
 
