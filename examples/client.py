@@ -32,8 +32,8 @@ async def main(url: str) -> None:
         for fill in buy.fills:
             print(f"bob:   bought {fill.quantity} @ {fill.price} as {fill.liquidity.value}")
         report = await bob.next_message("execution")
-        print(f"bob:   execution report '{report['event']}', order status "
-              f"{report['order']['status']}")
+        print(f"bob:   execution report '{report.event.value}', order status "
+              f"{report.order.status.value}")
         await bob.next_message("book_update")
         book = bob.books["BTC-USD"]
         print(f"book:  best ask {book.top('asks', 1)} (checksum verified "

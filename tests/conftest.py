@@ -184,4 +184,4 @@ async def churn(client: Any, orders: int = 2000, rounds: int = 5, window: int = 
                 "symbol": "BTC-USD", "side": "BUY", "quantity": "0.01",
                 "price": str(10 + i / 2)}}) for i in range(start, start + window)))
             await asyncio.gather(*(client.send_nowait(
-                {"op": "cancel", "order_id": ack["order"]["order_id"]}) for ack in placed))
+                {"op": "cancel", "order_id": ack.order.order_id}) for ack in placed))

@@ -13,6 +13,7 @@ import websockets
 
 from lobgw.client import LobgwClient
 from lobgw.gateway.keys import METRICS, STATE
+from lobgw.gateway.wire import TradeMessage
 from tests.conftest import ALICE_KEY, BOB_KEY, Gateway, churn, stalled_reader
 
 
@@ -42,10 +43,10 @@ async def test_a_5000_fill_sweep_reaches_a_reading_subscriber_and_the_maker_in_f
         trades = fills = 0
         async with asyncio.timeout(60):
             while trades < 5_000:
-                trades += (await watcher.next_message("trade", timeout=30))["type"] == "trade"
+                trades += isinstance(await watcher.next_message("trade", timeout=30), TradeMessage)
             while fills < 5_000:
                 report = await maker.next_message("execution", timeout=30)
-                fills += report["event"] == "fill"
+                fills += report.event.value == "fill"
         assert watcher.close_code is None and maker.close_code is None
 
 
@@ -73,22 +74,22 @@ async def test_executions_resume_from_the_last_private_sequence_seen(
         for price in ("100", "101", "102"):
             await alice.place("BTC-USD", "SELL", "1", price=price)
         seen = [await alice.next_message("execution") for _ in range(3)]
-        assert [r["account_seq"] for r in seen] == [1, 2, 3]
+        assert [r.account_seq for r in seen] == [1, 2, 3]
     # while alice is away: bob takes two of her orders, she is filled; she also trades ETH
     async with await connect(gateway, BOB_KEY) as bob:
         await bob.place("BTC-USD", "BUY", "2", price="101")
     async with await connect(gateway) as alice:
         await alice.place("ETH-USD", "BUY", "1", price="50")
         await alice.send_nowait({"op": "subscribe", "channel": "executions",
-                                 "since": {"BTC-USD": seen[-1]["account_seq"]}})
+                                 "since": {"BTC-USD": seen[-1].account_seq}})
         replayed = [await alice.next_message("execution") for _ in range(3)]
-        assert [(r["symbol"], r["account_seq"], r["event"]) for r in replayed] == [
+        assert [(r.symbol, r.account_seq, r.event.value) for r in replayed] == [
             ("BTC-USD", 4, "fill"), ("BTC-USD", 5, "fill"), ("ETH-USD", 1, "accepted")]
-        assert [r["order"]["status"] for r in replayed[:2]] == ["FILLED", "FILLED"]
+        assert [r.order.status.value for r in replayed[:2]] == ["FILLED", "FILLED"]
         # and then live, numbered on
         await alice.place("BTC-USD", "SELL", "1", price="105")
         live = await alice.next_message("execution")
-        assert (live["account_seq"], live["event"]) == (6, "accepted")
+        assert (live.account_seq, live.event.value) == (6, "accepted")
 
 
 REPLY_TYPES = {"ack", "error", "pong", "subscribed", "unsubscribed"}

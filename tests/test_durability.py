@@ -62,7 +62,7 @@ class Trader:
 
     async def run(self, url: str) -> None:
         try:
-            client = await LobgwClient.connect(url, api_key=self.key)
+            client = await LobgwClient.connect(url, api_key=self.key, reconnect=False)
         except OSError:
             return
         live: list[int] = []
@@ -177,11 +177,11 @@ async def test_sequence_numbers_continue_across_a_restart(tmp_path: Path) -> Non
     async with await LobgwClient.connect(ws_url, api_key=BOB_KEY) as bob:
         await bob.subscribe("book", "BTC-USD")
         snapshot = await bob.next_message("book_snapshot")
-        assert snapshot["seq"] == last_seen == 3
-        assert [level[0] for level in snapshot["bids"]] == ["99.0", "98.0", "97.0"]
+        assert snapshot.seq == last_seen == 3
+        assert [level[0] for level in snapshot.bids] == ["99.0", "98.0", "97.0"]
         await bob.place("BTC-USD", "SELL", "0.5", price="99")
         update = await bob.next_message("book_update")
-        assert update["prev_seq"] == 3 and update["seq"] > 3
+        assert update.prev_seq == 3 and update.seq > 3
         assert bob.book_errors == []
     await stop(process)
 

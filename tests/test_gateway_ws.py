@@ -93,7 +93,7 @@ async def test_pipelined_orders_are_acked_in_order(gateway: Gateway) -> None:
             "symbol": "BTC-USD", "side": "BUY", "quantity": "1", "price": str(50 + i)}})
             for i in range(200)]
         acks = await asyncio.gather(*futures)
-        order_ids = [ack["order"]["order_id"] for ack in acks]
+        order_ids = [ack.order.order_id for ack in acks]
         assert order_ids == sorted(order_ids)
         assert len(set(order_ids)) == 200
 
@@ -118,24 +118,24 @@ async def test_public_channels_and_private_executions(gateway: Gateway) -> None:
         await watcher.subscribe("trades", "BTC-USD")
         await watcher.subscribe("quotes", "BTC-USD")
         quote = await watcher.next_message("quote")
-        assert (quote["ask"], quote["ask_size"], quote.get("bid")) == ("100.0", "1.00", None)
+        assert (quote.ask, quote.ask_size, quote.bid) == ("100.0", "1.00", None)
         with pytest.raises(ClientError):
             await watcher.subscribe("executions")  # private: needs auth
         await alice.subscribe("executions")
         await bob.place("BTC-USD", "BUY", "0.4", price="100")
         trade = await watcher.next_message("trade")
-        assert (trade["price"], trade["quantity"], trade["aggressor"]) == ("100.0", "0.40",
+        assert (trade.price, trade.quantity, trade.aggressor.value) == ("100.0", "0.40",
                                                                           "BUY")
-        assert trade["seq"] == 3
+        assert trade.seq == 3
         quote = await watcher.next_message("quote")
-        assert (quote["ask_size"], quote["seq"]) == ("0.60", 3)
+        assert (quote.ask_size, quote.seq) == ("0.60", 3)
         report = await alice.next_message("execution")
-        assert (report["event"], report["fill"]["liquidity"]) == ("fill", "MAKER")
-        assert report["order"]["remaining_quantity"] == "0.60"
+        assert (report.event.value, report.fill.liquidity.value) == ("fill", "MAKER")
+        assert report.order.remaining_quantity == "0.60"
         await watcher.unsubscribe("trades", "BTC-USD")
         await bob.place("BTC-USD", "BUY", "0.1", price="100")
         quote = await watcher.next_message("quote")
-        assert quote["ask_size"] == "0.50"
+        assert quote.ask_size == "0.50"
         with pytest.raises(ClientError) as refused:
             await watcher.unsubscribe("trades", "BTC-USD")
         assert refused.value.code == "INVALID_VALUE"
@@ -146,7 +146,7 @@ async def test_heartbeat_on_idle_subscription(gateways: Callable[..., Any]) -> N
     async with await connect(gateway, key=None) as watcher:
         await watcher.subscribe("trades", "ETH-USD")
         beat = await watcher.next_message("heartbeat", timeout=3)
-        assert beat["time"] > 0
+        assert beat.time > 0
 
 
 async def test_local_book_from_updates_equals_rest_depth(gateway: Gateway) -> None:
@@ -198,10 +198,10 @@ async def compare_books(gateway: Gateway, watcher: LobgwClient) -> None:
         status, rest, _ = await gateway.call("GET", f"/api/v1/symbols/{symbol}/book"
                                              f"?depth={depth}")
         assert status == 200
-        for _ in range(200):  # wait until the watcher has seen up to the REST snapshot
-            if watcher.books[symbol].seq >= rest["seq"]:
-                break
-            await asyncio.sleep(0.01)
+        # read until the watcher has seen up to the REST snapshot (books advance as the
+        # messages that change them are read)
+        while symbol not in watcher.books or watcher.books[symbol].seq < rest["seq"]:
+            await watcher.next_message()
         book = watcher.books[symbol]
         assert book.seq == rest["seq"]
         assert [(str(p), str(q)) for p, q in book.top("bids")] == [
@@ -217,20 +217,20 @@ async def test_book_resubscribe_gives_fresh_snapshot_and_gaps_are_detected(
         await alice.place("BTC-USD", "BUY", "1", price="99")
         await watcher.subscribe("book", "BTC-USD", depth=10)
         snapshot = await watcher.next_message("book_snapshot")
-        assert snapshot["bids"] == [["99.0", "1.00"]] and snapshot["seq"] == 1
+        assert snapshot.bids == [("99.0", "1.00")] and snapshot.seq == 1
         await alice.place("BTC-USD", "BUY", "2", price="99")
         update = await watcher.next_message("book_update")
-        assert (update["prev_seq"], update["bids"]) == (1, [["99.0", "3.00"]])
-        # a client that skipped an update notices: prev_seq no longer matches
+        assert (update.prev_seq, update.bids) == (1, [("99.0", "3.00")])
+        # a client whose copy no longer chains on notices, drops the book and resubscribes
         book = watcher.books["BTC-USD"]
         book.seq = 0
         await alice.place("BTC-USD", "BUY", "1", price="98")
-        await watcher.next_message("book_update")
-        assert len(watcher.book_errors) == 1
-        await watcher.subscribe("book", "BTC-USD", depth=10)
+        notice = await watcher.next_message("book_resync")
+        assert notice.symbol == "BTC-USD" and "chains on" in notice.reason
+        assert "BTC-USD" not in watcher.books and len(watcher.book_errors) == 1
         snapshot = await watcher.next_message("book_snapshot")
-        assert snapshot["bids"] == [["99.0", "3.00"], ["98.0", "1.00"]]
-        assert watcher.books["BTC-USD"].seq == snapshot["seq"]
+        assert snapshot.bids == [("99.0", "3.00"), ("98.0", "1.00")]
+        assert watcher.books["BTC-USD"].seq == snapshot.seq
 
 
 async def test_cancel_on_disconnect(gateway: Gateway) -> None:
@@ -301,7 +301,7 @@ async def test_slow_consumer_is_closed_while_others_and_the_actor_go_on(
         async with await connect(gateway, BOB_KEY) as bob:
             await bob.place("BTC-USD", "SELL", "1", price="1000")
         trade = await healthy.next_message("trade")
-        assert trade["price"] == "1499.0"
+        assert trade.price == "1499.0"
         assert gateway.app[EXCHANGE].actor("BTC-USD").running
         await healthy.close()
 

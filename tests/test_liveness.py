@@ -57,7 +57,7 @@ async def test_cancel_after_fires_unless_refreshed_and_0_disarms(gateway: Gatewa
     async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
         first = await alice.place("BTC-USD", "BUY", "1", price="90")
         armed = await alice.request({"op": "cancel_after", "timeout_ms": 400})
-        assert armed["trigger_time"] - armed["current_time"] == 400_000_000
+        assert armed.trigger_time - armed.current_time == 400_000_000
         for _ in range(3):  # refreshed in time: nothing happens
             await asyncio.sleep(0.2)
             await alice.request({"op": "cancel_after", "timeout_ms": 400})
@@ -82,4 +82,4 @@ async def test_every_authenticated_connection_gets_heartbeats(
     gateway = await gateways(runtime={"heartbeat_seconds": 0.3})
     async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
         heartbeat = await alice.next_message("heartbeat", timeout=5)  # no subscription at all
-        assert heartbeat["time"] > 0
+        assert heartbeat.time > 0

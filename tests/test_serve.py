@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from lobgw.client import LobgwClient
+from lobgw.client import ClientClosedError, Disconnected, LobgwClient
 from lobgw.config import load_config
 from lobgw.errors import ConfigError
 from tests.conftest import ALICE_KEY, BOB_KEY, spawn_server
@@ -79,9 +79,15 @@ async def test_sigterm_closes_websockets_with_1001_drains_and_exits_0(tmp_path: 
         pushed = []
         async with asyncio.timeout(15):
             async for message in client.market_data():
-                pushed.append(message["type"])
-        assert pushed[-1:] == ["shutdown"]  # announced before the close
+                pushed.append(type(message).__name__)
+                if isinstance(message, Disconnected):
+                    assert message.code == 1001
+                    break
+        assert pushed[-2:] == ["ShutdownMessage", "Disconnected"]  # announced before 1001
         assert client.close_code == 1001
+        await client.close()  # it would reconnect once the gateway is back
+        with pytest.raises(ClientClosedError):
+            await client.ping()
         returncode = await asyncio.wait_for(process.wait(), 15)
     finally:
         if process.returncode is None:
