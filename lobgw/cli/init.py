@@ -46,6 +46,31 @@ api_key = "{bob_key}"
 host = "127.0.0.1"      # 0.0.0.0 to listen on every interface (put TLS in front of it)
 port = 8080
 
+# The edge: deadlines so that idle or half-open connections cannot pile up.
+max_connections_per_ip = 256    # open connections per client address (trusted proxies exempt)
+header_timeout_seconds = 10     # complete request headers within this, or the connection goes
+keepalive_seconds = 15          # an idle keep-alive connection is closed after this
+body_timeout_seconds = 10       # a request body that does not arrive: 408 REQUEST_TIMEOUT
+ws_auth_timeout_seconds = 10    # a WebSocket that neither authenticates nor subscribes: 1008
+ws_ping_seconds = 20            # server pings; no pong within half of it disconnects
+trusted_proxies = []            # reverse proxies whose X-Forwarded-For names the client
+
+# Token buckets: per account once authenticated, per client address before.
+[rate_limits]
+per_key_rate = 2000
+per_key_burst = 4000
+per_ip_rate = 5000
+per_ip_burst = 10000
+ws_violations_before_close = 50   # refusals within the window that close a WebSocket (1008)
+ws_violation_window_seconds = 10
+
+# Subscribers are judged by how far behind they are, not by the size of one burst.
+[runtime]
+slow_consumer_bytes = 4194304     # unread bytes (queued and in the socket) that make a
+slow_consumer_seconds = 5         # subscriber slow when it stays behind this long (4008),
+max_outbox_bytes = 67108864       # or at once when this far behind
+heartbeat_seconds = 5             # idle connections get a heartbeat this often
+
 [logging]
 format = "text"         # text | json
 level = "INFO"
