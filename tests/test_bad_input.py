@@ -298,6 +298,13 @@ def body_cases() -> list[Case]:
         ("a number", b"1", "INVALID_TYPE", None), ("a string", b'"order"', "INVALID_TYPE", None),
         ("duplicate keys", b'{"symbol":"BTC-USD","side":"BUY","side":"SELL","quantity":"1",'
                            b'"price":"10"}', "MALFORMED_JSON", "side"),
+        ("duplicate keys, one escaped", b'{"symbol":"BTC-USD","side":"BUY","sid\\u0065":"SELL",'
+                                        b'"quantity":"1","price":"10"}', "MALFORMED_JSON", "side"),
+        ("duplicate keys, spaced", b'{"symbol" : "BTC-USD", "side" : "BUY", "quantity" :"1",'
+                                   b' "price":"10", "price"\n:"11"}', "MALFORMED_JSON", "price"),
+        ("duplicate keys, nested", b'{"symbol":"BTC-USD","side":"BUY","quantity":"1",'
+                                   b'"client_order_id":"x\\":","price":"10","price":"1"}',
+         "MALFORMED_JSON", "price"),
         ("3000-deep list", DEEP, "INVALID_TYPE", None),
         ("3000-deep value", DEEP_VALUE, "INVALID_TYPE", "price"),
         ("3000-deep object", DEEP_OBJECT, "UNKNOWN_FIELD", "a"),
