@@ -227,20 +227,23 @@ class Connection:
     def _reply(self, slot: int, *messages: Any) -> None:
         """Queue the reply of message number `slot` (and what belongs with it, such as a
         subscription's snapshot); later replies wait for earlier ones."""
-        frames = [message if isinstance(message, bytes) else encode_frame(message)
-                  for message in messages]
         if slot != self._next_reply:
-            self._held[slot] = frames
+            self._held[slot] = [message if isinstance(message, bytes) else
+                                encode_frame(message) for message in messages]
             return
         offer = self.outbox.offer
-        while True:
+        for message in messages:  # the usual case: its turn, nothing held
+            offer(message if isinstance(message, bytes) else encode_frame(message),
+                  urgent=True)
+        self._next_reply += 1
+        held = self._held
+        while held:
+            frames = held.pop(self._next_reply, None)
+            if frames is None:
+                return
             for frame in frames:
                 offer(frame, urgent=True)
             self._next_reply += 1
-            held = self._held.pop(self._next_reply, None)
-            if held is None:
-                return
-            frames = held
 
     def _fail(self, slot: int, request_id: RequestId, error: BaseException) -> None:
         self._reply(slot, describe(error).message(request_id))
