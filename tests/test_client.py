@@ -118,6 +118,25 @@ async def read_until_book_matches(client: LobgwClient, gateway: Gateway) -> list
                 seen.append(await client.next_message(timeout=0.2))
 
 
+def on_nth(kind: str, n: int, change: Tamper) -> Tamper:
+    """A tamper that applies `change` to the `n`th frame of type `kind` only."""
+    seen = 0
+
+    def tamper(frame: dict[str, Any]) -> dict[str, Any] | None:
+        nonlocal seen
+        if frame.get("type") == kind:
+            seen += 1
+            if seen == n:
+                return change(frame)
+        return frame
+    return tamper
+
+
+def corrupt_checksum(frame: dict[str, Any]) -> dict[str, Any]:
+    frame["checksum"] ^= 1
+    return frame
+
+
 async def churn_book(client: LobgwClient, count: int, start: int = 0) -> None:
     for i in range(start, start + count):
         await client.place("BTC-USD", "BUY", "0.01", price=str(50 + i))
@@ -126,17 +145,7 @@ async def churn_book(client: LobgwClient, count: int, start: int = 0) -> None:
 async def test_an_injected_gap_resyncs_the_book(gateway: Gateway,
                                                 proxy: tuple[Proxy, str]) -> None:
     relay, url = proxy
-    updates = 0
-
-    def drop_third_update(frame: dict[str, Any]) -> dict[str, Any] | None:
-        nonlocal updates
-        if frame.get("type") == "book_update":
-            updates += 1
-            if updates == 3:
-                return None
-        return frame
-
-    relay.tamper = drop_third_update
+    relay.tamper = on_nth("book_update", 3, lambda frame: None)
     async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice, \
             await LobgwClient.connect(url) as watcher:
         await watcher.subscribe("book", "BTC-USD", depth=10)
@@ -154,17 +163,7 @@ async def test_an_injected_gap_resyncs_the_book(gateway: Gateway,
 async def test_a_corrupted_checksum_resyncs_the_book(gateway: Gateway,
                                                      proxy: tuple[Proxy, str]) -> None:
     relay, url = proxy
-    updates = 0
-
-    def corrupt_second_update(frame: dict[str, Any]) -> dict[str, Any] | None:
-        nonlocal updates
-        if frame.get("type") == "book_update":
-            updates += 1
-            if updates == 2:
-                frame["checksum"] ^= 1
-        return frame
-
-    relay.tamper = corrupt_second_update
+    relay.tamper = on_nth("book_update", 2, corrupt_checksum)
     async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice, \
             await LobgwClient.connect(url) as watcher:
         await watcher.subscribe("book", "BTC-USD", depth=10)
@@ -228,17 +227,7 @@ async def test_reconnects_and_resumes_executions_and_books(gateway: Gateway,
 async def test_a_missed_execution_is_replayed_in_order(gateway: Gateway,
                                                        proxy: tuple[Proxy, str]) -> None:
     relay, url = proxy
-    executions = 0
-
-    def drop_second_execution(frame: dict[str, Any]) -> dict[str, Any] | None:
-        nonlocal executions
-        if frame.get("type") == "execution":
-            executions += 1
-            if executions == 2:
-                return None
-        return frame
-
-    relay.tamper = drop_second_execution
+    relay.tamper = on_nth("execution", 2, lambda frame: None)
     async with await LobgwClient.connect(url, api_key=ALICE_KEY) as alice:
         await alice.subscribe("executions")
         for price in ("100", "101", "102", "103"):
