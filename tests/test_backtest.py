@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import msgspec
+import pytest
 
 from lobgw.book.instrument import InstrumentSpec
 from lobgw.book.types import Side
@@ -208,3 +209,66 @@ def test_backtest_command_writes_results_and_a_plot(tmp_path: Path) -> None:
          "--symbol", "X", "--strategy", "mm", "--param", "colour=red", "--out",
          str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown parameter(s) for mm: colour" in bad.stderr
+    for latency, reason in (("-100", "-100 is negative"), ("abc", "'abc' is not a whole")):
+        refused = subprocess.run(
+            [sys.executable, "-m", "lobgw", "backtest", "--data", str(out), "--format",
+             "lobster", "--symbol", "X", "--strategy", "mm", "--latency-us", latency,
+             "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 2 and "--latency-us" in refused.stderr, refused.stderr
+        assert reason in refused.stderr and "Traceback" not in refused.stderr
+
+
+class Watcher(OneOrder):
+    """OneOrder that also keeps every view it was given."""
+
+    def __init__(self, side: Side, quantity: int, price: int) -> None:
+        super().__init__(side, quantity, price)
+        self.views: list[BookView] = []
+
+    def on_market_data(self, view: BookView) -> None:
+        self.views.append(view)
+
+
+THROUGH = [
+    add(1, 1, BUY, 100, 10),      # the touch: 100
+    add(2, 9, SELL, 105, 10),     # both sides: the strategy bids 102, better than the touch
+    execute(3, 1, BUY, 100, 8),   # a seller hits 100: it would have hit 102 first
+    add(4, 8, SELL, 106, 1),      # one more row, to see the book after
+]
+
+
+async def test_a_bid_better_than_the_touch_is_filled_first_by_a_sell_at_the_touch() -> None:
+    strategy = Watcher(BUY, 5, 102)
+    result = await run_backtest(THROUGH, SPEC, strategy)
+    assert [(f.quantity, f.price, f.timestamp) for f in strategy.fills_seen] == [(5, 102, 3)]
+    assert result.through_fills == 1 and result.market_impact == "none"
+    # no phantom liquidity: the historical bid keeps the size the data gives it (10 - 8)
+    assert (strategy.views[-1].bid, strategy.views[-1].bid_size) == (100, 2)
+    # the market's VWAP counts the whole execution; with the strategy's fill, separately
+    assert result.market_vwap == "100"
+    assert result.market_vwap_with_strategy == "100.7692"  # (100 x 8 + 102 x 5) / 13
+
+
+async def test_the_queue_impact_model_takes_the_fill_out_of_the_historical_order() -> None:
+    strategy = Watcher(BUY, 5, 102)
+    result = await run_backtest(THROUGH, SPEC, strategy, impact="queue")
+    assert [(f.quantity, f.price) for f in strategy.fills_seen] == [(5, 102)]
+    assert result.market_impact == "queue"
+    # the historical order got 8 - 5: 7 stay on the bid where the data has 2
+    assert (strategy.views[-1].bid, strategy.views[-1].bid_size) == (100, 7)
+    assert result.market_vwap == "100"  # still every share the data shows executed
+
+
+async def test_the_strategy_sees_the_market_without_its_own_orders() -> None:
+    strategy = Watcher(BUY, 5, 102)
+    records = [add(1, 1, BUY, 100, 10), add(2, 9, SELL, 105, 10), add(3, 7, BUY, 99, 1),
+               add(4, 6, BUY, 102, 4)]
+    await run_backtest(records, SPEC, strategy)
+    # after its bid at 102 rests (row 3), the market's best bid is still 100
+    assert [(v.bid, v.bid_size) for v in strategy.views] == [(100, 10), (100, 10), (102, 4)]
+    assert strategy.views[-1].mid == (102 + 105) / 2
+
+
+async def test_negative_latency_is_refused() -> None:
+    with pytest.raises(ValueError, match="latency_us: -100 is negative"):
+        await run_backtest(THROUGH, SPEC, Watcher(BUY, 5, 102), latency_us=-100)

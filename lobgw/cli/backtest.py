@@ -14,9 +14,21 @@ import msgspec
 
 from lobgw.cli.common import data_and_spec
 from lobgw.errors import BadRowError, ConfigError, InputError
-from lobgw.sim.backtest import build_strategy, parse_params, run_backtest
+from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
 from lobgw.sim.records import read_lobster_book_row, read_records
 from lobgw.sim.translate import Translator
+
+
+def _latency(text: str) -> int:
+    """A latency in whole microseconds, 0 or more (argparse names the option on error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of "
+                                         "microseconds") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; a latency is at least 0")
+    return value
 
 
 def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,8 +39,12 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strategy", required=True, choices=["twap", "vwap", "mm"])
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                         help="strategy parameter (repeatable); see README for each strategy")
-    parser.add_argument("--latency-us", type=int, default=0,
-                        help="data-time delay before strategy actions reach the book")
+    parser.add_argument("--latency-us", type=_latency, default=0,
+                        help="data-time delay before strategy actions reach the book "
+                             "(microseconds, 0 or more)")
+    parser.add_argument("--impact", choices=list(IMPACTS), default="none",
+                        help="market-impact model: none (the book stays the data's; "
+                             "default) or queue (fills displace the historical order)")
     parser.add_argument("--initial-book", type=Path,
                         help="lobster: seed from row 1 of this orderbook file")
     parser.add_argument("--config", default=os.environ.get("LOBGW_CONFIG", "config.toml"))
@@ -65,7 +81,7 @@ def backtest_command(args: argparse.Namespace) -> int:
         result = asyncio.run(run_backtest(
             records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,
             strategy_name=args.strategy, parameters=params, target=target, side=side,
-            translator=Translator.for_format(args.format)))
+            translator=Translator.for_format(args.format), impact=args.impact))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

@@ -8,6 +8,7 @@ docstring), `strategies` holds TWAP, VWAP and the market maker, `results` the re
 """
 
 from lobgw.sim.backtest.core import (
+    IMPACTS,
     STRATEGY_ACCOUNT,
     Backtest,
     BacktestEngine,
@@ -27,7 +28,7 @@ from lobgw.sim.backtest.strategies import (
     read_profile,
 )
 
-__all__ = ["NS", "STRATEGY_ACCOUNT", "Backtest", "BacktestEngine", "BacktestResult",
+__all__ = ["IMPACTS", "NS", "STRATEGY_ACCOUNT", "Backtest", "BacktestEngine", "BacktestResult",
            "BaseStrategy", "BookView", "MarketMaker", "PnlPoint", "ScheduledExecution", "Twap",
            "Vwap", "build_result", "build_strategy", "parse_params", "read_profile",
            "run_backtest"]

@@ -3,15 +3,19 @@
 Assumptions (also in the README):
 
 * **Queue position is exact on order-level data.** A strategy's limit order joins the real
-  FIFO queue of its price level behind the historical orders already there. When the data
-  executes a historical order that sits *behind* strategy orders at the same price, the
-  strategy orders fill first (the aggressor had to get through them) and the historical order
-  gets what is left of the execution.
+  FIFO queue of its price level behind the historical orders already there.
+* **Price, then time priority.** A historical execution at price P fills the strategy's orders
+  priced better than P first (best first, then by time: "through-fills"), then those at P
+  ahead of the executed order, up to its size.
+* **Market impact** (`IMPACTS`): `none` keeps the replayed book the data's (the executed order
+  loses what the data says; the strategy's fills come from the aggressor's flow), `queue`
+  takes them out of the executed historical order (which keeps the difference).
+* **The strategy's view excludes its own orders** (`BookView` is the market's).
 * **Strategy orders that cross take historical liquidity**, at the resting orders' prices.
   Later historical events on liquidity the strategy already took are clipped (cut to what is
   left, or dropped) and counted in `translation.clipped`; the run never stops for them.
-* **Latency**: every strategy action reaches the book `latency_us` of data time after the
-  strategy decided it, in the order decided. Market data reaches the strategy at once.
+* **Latency**: every strategy action reaches the book `latency_us` (>= 0) of data time after
+  the strategy decided it, in the order decided. Market data reaches the strategy at once.
 * Historical orders never self-trade-prevent (one account, `market`); the strategy trades as
   its own account. Prints off the visible book (hidden executions, crosses) count towards the
   market VWAP but cannot fill strategy orders.
@@ -24,6 +28,7 @@ import heapq
 import os
 from collections.abc import Iterable, Iterator
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
@@ -54,6 +59,12 @@ from lobgw.sim.translate import Translator
 
 STRATEGY_ACCOUNT = "strategy"
 STRATEGY_ID_BASE = 1 << 60
+Impact = Literal["none", "queue"]
+IMPACTS: tuple[str, ...] = ("none", "queue")
+"""Market-impact models: `none` leaves the replayed book exactly as the data has it (the
+strategy's fills come out of the aggressor's flow, hftbacktest's no-impact assumption);
+`queue` takes them out of the historical order the execution names (the strategy displaces
+it, which can leave size the data later never removes)."""
 
 
 class BookView(msgspec.Struct, frozen=True, gc=False):
@@ -179,7 +190,14 @@ class Backtest:
     """Runs records and one strategy through a symbol actor; see the module docstring."""
 
     def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
-                 translator: Translator | None = None) -> None:
+                 translator: Translator | None = None, impact: Impact = "none") -> None:
+        if latency_us < 0:
+            raise ValueError(f"latency_us: {latency_us} is negative; a latency is at least 0")
+        if impact not in IMPACTS:
+            raise ValueError(f"impact: {impact!r} is not one of {', '.join(IMPACTS)}")
+        self.impact = impact
+        self.through_fills = 0
+        """Strategy fills by an execution at a worse price than the strategy's order."""
         self.actor = actor
         self.spec = actor.spec
         self.strategy = strategy
@@ -244,46 +262,71 @@ class Backtest:
             await self._release(self.now + self.latency + 1)
 
     async def _commands(self, record: MarketRecord) -> list[AnyCommand]:
-        """The record's commands, with strategy orders ahead in the queue filled first."""
-        if record.kind is not Kind.EXECUTE or not self._strategy_at(record.side,
-                                                                       record.price):
-            return self.translator.translate(record)
+        """The record's commands, with the strategy's orders that an execution reaches
+        before the historical order filled first: price priority (orders better than the
+        execution's price, best first, then by time), then time priority at its price."""
         side, price = record.side, record.price
-        assert side is not None and price is not None
-        queue = await self.actor.query(lambda book: book.level_orders(side, price))
-        ahead: list[tuple[int, int]] = []
-        for view in queue:
-            if view.order_id == record.order_id:
-                break
-            if view.order_id >= STRATEGY_ID_BASE:
-                ahead.append((view.order_id, view.remaining))
-        else:
-            return self.translator.translate(record)  # the executed order is not there
+        if record.kind is not Kind.EXECUTE or side is None or price is None:
+            return self.translator.translate(record)
+        sign = 1 if side is Side.BUY else -1
+        prices = sorted({order.price for order in self.strategy.open_orders.values()
+                         if order.side is side and order.price is not None
+                         and sign * (order.price - price) >= 0}, key=lambda p: -sign * p)
+        if not prices:
+            return self.translator.translate(record)
+        queues = await self.actor.query(
+            lambda book: [(p, book.level_orders(side, p)) for p in prices])
+        ahead: list[tuple[int, int, bool]] = []  # (order id, remaining, through the price)
+        for level_price, queue in queues:
+            level: list[tuple[int, int, bool]] = []
+            for view in queue:
+                if level_price == price and view.order_id == record.order_id:
+                    break
+                if view.order_id >= STRATEGY_ID_BASE:
+                    level.append((view.order_id, view.remaining, level_price != price))
+            else:
+                if level_price == price:
+                    level = []  # the executed order is not there: nothing is behind it
+            ahead += level
         left = record.quantity
         commands: list[AnyCommand] = []
-        for order_id, remaining in ahead:
+        for order_id, remaining, through in ahead:
             if not left:
                 break
             fill = min(remaining, left)
             commands.append(ExecuteOrder(order_id, fill, record.timestamp))
+            if through:
+                self.through_fills += 1
             left -= fill
-        if left:
-            commands += self.translator.translate(msgspec.structs.replace(record, quantity=left))
-        return commands
-
-    def _strategy_at(self, side: Side | None, price: int | None) -> bool:
-        return any(order.side is side and order.price == price
-                   for order in self.strategy.open_orders.values())
+        if self.impact == "queue" and left != record.quantity:
+            # the strategy displaced historical liquidity: the data's order gets what is
+            # left, and the market's VWAP still counts the whole execution the data shows
+            self._market_trade(record.timestamp, price, record.quantity - left)
+            if left:
+                commands += self.translator.translate(
+                    msgspec.structs.replace(record, quantity=left))
+            return commands
+        return commands + self.translator.translate(record)  # the data's book, unchanged
 
     async def _apply_row(self, commands: list[AnyCommand]) -> BookView:
         captured: list[BookView] = []
 
+        own = self._own_levels()
+
         def capture(index: int, events: list[Event], book: BookReader) -> None:
-            captured.append(_view(book, self.now))
+            captured.append(_market_view(book, self.now, own))
 
         events = await (await self.actor.send([commands], capture))
         self._handle(events)
         return captured[0]
+
+    def _own_levels(self) -> dict[Side, int]:
+        """How many price levels the strategy's open orders occupy, per side."""
+        prices: dict[Side, set[int]] = {Side.BUY: set(), Side.SELL: set()}
+        for order in self.strategy.open_orders.values():
+            if order.price is not None:
+                prices[order.side].add(order.price)
+        return {side: len(levels) for side, levels in prices.items()}
 
     async def _release(self, until: int) -> None:
         """Apply every strategy command due by `until`, in decision order."""
@@ -337,11 +380,24 @@ class Backtest:
             self._next_sample = view.timestamp + NS
 
 
-def _view(book: BookReader, now: int) -> BookView:
-    bid = book.best_bid()
-    ask = book.best_ask()
-    return BookView(now, bid[0] if bid else None, bid[1] if bid else 0,
-                    ask[0] if ask else None, ask[1] if ask else 0)
+def _market_view(book: BookReader, now: int, own: dict[Side, int]) -> BookView:
+    """The market's best bid and ask without the strategy's own orders (`own`: how many
+    price levels the strategy may occupy per side, so the market's best is within one more)."""
+    bid, bid_size = _market_best(book, Side.BUY, own[Side.BUY])
+    ask, ask_size = _market_best(book, Side.SELL, own[Side.SELL])
+    return BookView(now, bid, bid_size, ask, ask_size)
+
+
+def _market_best(book: BookReader, side: Side, own_levels: int) -> tuple[int | None, int]:
+    if not own_levels:
+        best = book.best_bid() if side is Side.BUY else book.best_ask()
+        return (best[0], best[1]) if best else (None, 0)
+    for price, size in book.side_depth(side, own_levels + 1):
+        mine = sum(order.remaining for order in book.level_orders(side, price)
+                   if order.order_id >= STRATEGY_ID_BASE)
+        if size > mine:
+            return price, size - mine
+    return None, 0
 
 
 # -- results ----------------------------------------------------------------------------------
@@ -363,6 +419,11 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
               if start is not None and start <= ts <= (end or ts)]
     volume = sum(q for _, _, q in trades)
     vwap = Decimal(sum(p * q for _, p, q in trades)) / volume if volume else None
+    own = [(f.price, f.quantity) for f in fills
+           if start is not None and start <= f.timestamp <= (end or f.timestamp)]
+    volume_with = volume + sum(q for _, q in own)
+    vwap_with = (Decimal(sum(p * q for _, p, q in trades) + sum(p * q for p, q in own))
+                 / volume_with if volume_with else None)
     sign = 1 if side is Side.BUY else -1 if side is Side.SELL else None
     shortfall = slippage = None
     if sign is not None and average is not None and arrival:
@@ -379,7 +440,9 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         filled_quantity=money_text(filled, lot), average_price=price_text(average, tick),
         arrival_price=price_text(Decimal(arrival) if arrival is not None else None, tick),
         implementation_shortfall_bps=rounded(shortfall), market_vwap=price_text(vwap, tick),
-        slippage_vs_vwap_bps=rounded(slippage),
+        market_vwap_with_strategy=price_text(vwap_with, tick),
+        slippage_vs_vwap_bps=rounded(slippage), market_impact=backtest.impact,
+        through_fills=backtest.through_fills,
         fill_ratio=rounded(filled / target if target else None, 6),
         orders_sent=backtest.strategy.orders_sent, amends_sent=backtest.strategy.amends_sent,
         cancels_sent=backtest.strategy.cancels_sent, rejections=dict(backtest.rejections),
@@ -399,14 +462,17 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        strategy_name: str | None = None,
                        parameters: dict[str, str] | None = None,
                        target: int | None = None, side: Side | None = None,
-                       translator: Translator | None = None) -> BacktestResult:
+                       translator: Translator | None = None,
+                       impact: Impact = "none") -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
-    `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`)."""
+    `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
+    `impact` is the market-impact model (`IMPACTS`)."""
     exchange = Exchange([spec])
     exchange.start()
     try:
-        backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator)
+        backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator,
+                            impact)
         iterator = iter(records)
         if seed_levels:
             first = next(iterator)
@@ -427,7 +493,7 @@ class BacktestEngine:
     def __init__(self, data: Iterable[MarketRecord] | PathLike, spec: InstrumentSpec,
                  strategy: BaseStrategy, latency_us: int = 0,
                  seed_levels: list[tuple[Side, int, int]] | None = None,
-                 format: str = "lobster") -> None:
+                 format: str = "lobster", impact: Impact = "none") -> None:
         if isinstance(data, str | os.PathLike):
             data = read_records(format, data, spec)
         self.records = data
@@ -436,6 +502,7 @@ class BacktestEngine:
         self.latency_us = latency_us
         self.seed_levels = seed_levels
         self.translator = Translator.for_format(format)
+        self.impact = impact
 
     def run(self) -> BacktestResult:
         """Run to completion (starts its own event loop)."""
@@ -444,4 +511,4 @@ class BacktestEngine:
         return asyncio.run(run_backtest(
             self.records, self.spec, self.strategy, latency_us=self.latency_us,
             seed_levels=self.seed_levels, target=target, side=side,
-            translator=self.translator))
+            translator=self.translator, impact=self.impact))

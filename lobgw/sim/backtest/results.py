@@ -44,7 +44,16 @@ class BacktestResult(msgspec.Struct):
     arrival_price: str | None
     implementation_shortfall_bps: float | None
     market_vwap: str | None
+    """Of every execution the data shows in the window (those the strategy's fills came out
+    of included), without the strategy's own fills."""
+    market_vwap_with_strategy: str | None
+    """The same with the strategy's fills added: the window's VWAP as the strategy moved it."""
     slippage_vs_vwap_bps: float | None
+    market_impact: str
+    """The market-impact model: `none` (the book stays the data's) or `queue`."""
+    through_fills: int
+    """Strategy fills by executions at a worse price than the strategy's order (price
+    priority: the aggressor reached the better-priced strategy order first)."""
     fill_ratio: float | None
     orders_sent: int
     amends_sent: int
@@ -75,6 +84,9 @@ class BacktestResult(msgspec.Struct):
             ("average price", self.average_price), ("arrival price", self.arrival_price),
             ("implementation shortfall (bps)", self.implementation_shortfall_bps),
             ("market VWAP", self.market_vwap),
+            ("market VWAP with the strategy", self.market_vwap_with_strategy),
+            ("market impact model", self.market_impact),
+            ("through-fills", self.through_fills),
             ("slippage vs VWAP (bps)", self.slippage_vs_vwap_bps),
             ("fill ratio", self.fill_ratio),
             ("orders / amends / cancels",
