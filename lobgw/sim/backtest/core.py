@@ -197,6 +197,7 @@ class Backtest:
             raise ValueError(f"impact: {impact!r} is not one of {', '.join(IMPACTS)}")
         self.impact = impact
         self.through_fills = 0
+        self._own: OwnOrders | None = None
         """Strategy fills by an execution at a worse price than the strategy's order."""
         self.actor = actor
         self.spec = actor.spec
@@ -311,7 +312,7 @@ class Backtest:
     async def _apply_row(self, commands: list[AnyCommand]) -> BookView:
         captured: list[BookView] = []
 
-        own = self._own_levels()
+        own = self._own_orders()
 
         def capture(index: int, events: list[Event], book: BookReader) -> None:
             captured.append(_market_view(book, self.now, own))
@@ -320,13 +321,17 @@ class Backtest:
         self._handle(events)
         return captured[0]
 
-    def _own_levels(self) -> dict[Side, int]:
-        """How many price levels the strategy's open orders occupy, per side."""
-        prices: dict[Side, set[int]] = {Side.BUY: set(), Side.SELL: set()}
-        for order in self.strategy.open_orders.values():
+    def _own_orders(self) -> OwnOrders:
+        """The strategy's open order ids by side and price (kept until one of its orders
+        changes)."""
+        if self._own is not None:
+            return self._own
+        own: OwnOrders = {Side.BUY: {}, Side.SELL: {}}
+        for order_id, order in self.strategy.open_orders.items():
             if order.price is not None:
-                prices[order.side].add(order.price)
-        return {side: len(levels) for side, levels in prices.items()}
+                own[order.side].setdefault(order.price, []).append(order_id)
+        self._own = own
+        return own
 
     async def _release(self, until: int) -> None:
         """Apply every strategy command due by `until`, in decision order."""
@@ -355,6 +360,7 @@ class Backtest:
     def _changed(self, kind: ExecutionKind, order: OrderState, event: Event,
                  fill: Fill | None) -> None:
         """The strategy's order tracker saw a change: account for fills."""
+        self._own = None
         if fill is None:
             return
         strategy = self.strategy
@@ -380,21 +386,31 @@ class Backtest:
             self._next_sample = view.timestamp + NS
 
 
-def _market_view(book: BookReader, now: int, own: dict[Side, int]) -> BookView:
-    """The market's best bid and ask without the strategy's own orders (`own`: how many
-    price levels the strategy may occupy per side, so the market's best is within one more)."""
+OwnOrders = dict[Side, dict[int, list[int]]]
+"""The strategy's open order ids by side and price (as its tracker last saw them: within a
+batch some may have filled since, never more may have come)."""
+
+
+def _market_view(book: BookReader, now: int, own: OwnOrders) -> BookView:
+    """The market's best bid and ask without the strategy's own orders."""
     bid, bid_size = _market_best(book, Side.BUY, own[Side.BUY])
     ask, ask_size = _market_best(book, Side.SELL, own[Side.SELL])
     return BookView(now, bid, bid_size, ask, ask_size)
 
 
-def _market_best(book: BookReader, side: Side, own_levels: int) -> tuple[int | None, int]:
-    if not own_levels:
-        best = book.best_bid() if side is Side.BUY else book.best_ask()
-        return (best[0], best[1]) if best else (None, 0)
-    for price, size in book.side_depth(side, own_levels + 1):
-        mine = sum(order.remaining for order in book.level_orders(side, price)
-                   if order.order_id >= STRATEGY_ID_BASE)
+def _market_best(book: BookReader, side: Side, own: dict[int, list[int]]
+                 ) -> tuple[int | None, int]:
+    best = book.best_bid() if side is Side.BUY else book.best_ask()
+    if best is None:
+        return None, 0
+    if best[0] not in own:  # the usual case: the strategy is not at the touch
+        return best[0], best[1]
+    # the market's best is within one level more than the strategy occupies
+    for price, size in book.side_depth(side, len(own) + 1):
+        mine = 0
+        for order_id in own.get(price, ()):
+            order = book.order(order_id)
+            mine += order.remaining if order is not None else 0
         if size > mine:
             return price, size - mine
     return None, 0
