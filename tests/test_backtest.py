@@ -242,6 +242,8 @@ async def test_a_bid_better_than_the_touch_is_filled_first_by_a_sell_at_the_touc
     result = await run_backtest(THROUGH, SPEC, strategy)
     assert [(f.quantity, f.price, f.timestamp) for f in strategy.fills_seen] == [(5, 102, 3)]
     assert result.through_fills == 1 and result.market_impact == "none"
+    assert [(p.timestamp, p.position) for p in result.pnl if p.position == "5"][:1] == [
+        (3, "5")]  # the PnL point of the fill carries the fill's time, not the row before
     # no phantom liquidity: the historical bid keeps the size the data gives it (10 - 8)
     assert (strategy.views[-1].bid, strategy.views[-1].bid_size) == (100, 2)
     # the market's VWAP counts the whole execution; with the strategy's fill, separately
@@ -272,3 +274,26 @@ async def test_the_strategy_sees_the_market_without_its_own_orders() -> None:
 async def test_negative_latency_is_refused() -> None:
     with pytest.raises(ValueError, match="latency_us: -100 is negative"):
         await run_backtest(THROUGH, SPEC, Watcher(BUY, 5, 102), latency_us=-100)
+
+
+@pytest.mark.parametrize(("strategy", "param", "message"), [
+    ("twap", "quantity=abc", "quantity='abc': not a decimal number"),
+    ("twap", "slices=2.5", "slices='2.5': not a whole number"),
+    ("twap", "slices=0", "slices=0: must be at least 1"),
+    ("twap", "side=HOLD", "side='HOLD': not one of BUY, SELL"),
+    ("twap", "start=999999", "start=999999: at or after the data's end (the data spans 0 to"),
+    ("vwap", "profile=lookahed", "profile=lookahed: not causal, lookahead or a readable"),
+    ("mm", "half_spread=x", "half_spread='x': not a whole number"),
+    ("mm", "reference=last", "reference='last': not one of mid, micro"),
+    ("mm", "size=NaN", "size='NaN': not a decimal number"),
+])
+def test_bad_parameters_name_the_parameter_value_and_what_is_allowed(
+        strategy: str, param: str, message: str, tmp_path: Path) -> None:
+    process = subprocess.run(
+        [sys.executable, "-m", "lobgw", "backtest",
+         "--data", str(DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"),
+         "--format", "lobster", "--symbol", "AMZN", "--strategy", strategy,
+         "--param", param, "--out", str(tmp_path / "r.json")],
+        capture_output=True, text=True, timeout=60)
+    assert process.returncode == 2, process.stderr
+    assert message in process.stderr and "Traceback" not in process.stderr, process.stderr

@@ -369,19 +369,19 @@ class Backtest:
         self.cash -= signed * fill.price
         self.fills.append(fill)
         strategy.on_fill(fill)
-        self._sample(self.view, force=True)
+        # the PnL point of a fill is stamped at the fill, with the last market mid
+        mid = self.view.mid if self.view is not None else None
+        self.samples.append((fill.timestamp, strategy.position, self.cash, mid))
 
     def _market_trade(self, timestamp: int, price: int, quantity: int) -> None:
         self.market_trades.append((timestamp, price, quantity))
         self.strategy.on_market_trade(timestamp, price, quantity)
 
-    def _sample(self, view: BookView | None, force: bool = False) -> None:
-        if view is None:
-            return
+    def _sample(self, view: BookView) -> None:
         mid = view.mid
         if mid is not None:
             self.mids.append((view.timestamp, mid))
-        if force or view.timestamp >= self._next_sample:
+        if view.timestamp >= self._next_sample:
             self.samples.append((view.timestamp, self.strategy.position, self.cash, mid))
             self._next_sample = view.timestamp + NS
 

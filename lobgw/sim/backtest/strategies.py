@@ -7,7 +7,7 @@ All three decide in data time from the book view they are given and act only thr
 from __future__ import annotations
 
 import math
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from lobgw.book.instrument import InstrumentSpec
@@ -273,6 +273,46 @@ def parse_params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+def _decimal(params: dict[str, str], key: str, default: Decimal,
+             minimum: Decimal | None = None) -> Decimal:
+    """Parameter `key` as a decimal (or `default`), naming it and the value when it is not."""
+    text = params.get(key)
+    if text is None:
+        return default
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        value = Decimal("NaN")
+    if not value.is_finite():
+        raise ValueError(f"{key}={text!r}: not a decimal number (for example 100 or 0.5)")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{key}={text}: must be at least {minimum}")
+    return value
+
+
+def _integer(params: dict[str, str], key: str, default: int, minimum: int) -> int:
+    """Parameter `key` as a whole number of at least `minimum` (or `default`)."""
+    text = params.get(key)
+    if text is None:
+        return default
+    if not text.strip().lstrip("-").isdigit() or not text.strip().isascii():
+        raise ValueError(f"{key}={text!r}: not a whole number")
+    value = int(text)
+    if value < minimum:
+        raise ValueError(f"{key}={text}: must be at least {minimum}")
+    return value
+
+
+def _choice(params: dict[str, str], key: str, default: str, allowed: tuple[str, ...],
+            upper: bool = False) -> str:
+    """Parameter `key` as one of `allowed` (or `default`)."""
+    text = params.get(key, default)
+    value = text.upper() if upper else text
+    if value not in allowed:
+        raise ValueError(f"{key}={text!r}: not one of {', '.join(allowed)}")
+    return value
+
+
 def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt: str,
                    path: PathLike) -> tuple[BaseStrategy, int | None, Side | None]:
     """The strategy for `--strategy` with its parameters (decimals in the symbol's units)."""
@@ -288,20 +328,29 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
                          f"known: {', '.join(sorted(known[name]))}")
     if name == "mm":
         return MarketMaker(
-            size=spec.quantity_to_lots(Decimal(params.get("size", str(spec.lot_size))), "size"),
-            half_spread=int(params.get("half_spread", "1")),
-            skew=float(params.get("skew", "0")),
-            max_inventory=spec.quantity_to_lots(Decimal(params.get(
-                "max_inventory", str(spec.lot_size * 10))), "max_inventory"),
-            min_requote_ns=int(float(params.get("min_requote_ms", "100")) * 1_000_000),
-            reference=params.get("reference", "mid")), None, None
-    side = Side(params.get("side", "BUY").upper())
-    quantity = spec.quantity_to_lots(Decimal(params.get("quantity", str(spec.lot_size * 100))))
+            size=spec.quantity_to_lots(_decimal(params, "size", spec.lot_size), "size"),
+            half_spread=_integer(params, "half_spread", 1, minimum=0),
+            skew=float(_decimal(params, "skew", Decimal(0), minimum=None)),
+            max_inventory=spec.quantity_to_lots(
+                _decimal(params, "max_inventory", spec.lot_size * 10), "max_inventory"),
+            min_requote_ns=int(_decimal(params, "min_requote_ms", Decimal(100),
+                                        minimum=Decimal(0)) * 1_000_000),
+            reference=_choice(params, "reference", "mid", ("mid", "micro"))), None, None
+    side = Side(_choice(params, "side", "BUY", ("BUY", "SELL"), upper=True))
+    quantity = spec.quantity_to_lots(_decimal(params, "quantity", spec.lot_size * 100),
+                                     "quantity")
     first, last = data_time_range(fmt, path, spec)
-    start = first + int(Decimal(params.get("start", "0")) * NS)
-    end = first + int(Decimal(params["end"]) * NS) if "end" in params else last
-    slices = int(params.get("slices", "10"))
-    limit = spec.price_to_ticks(Decimal(params["limit"]), "limit") if "limit" in params else None
+    start = first + int(_decimal(params, "start", Decimal(0), minimum=Decimal(0)) * NS)
+    end = (first + int(_decimal(params, "end", Decimal(0), minimum=Decimal(0)) * NS)
+           if "end" in params else last)
+    span = f"the data spans 0 to {(last - first) / NS:.3f} s"
+    if start >= last:
+        raise ValueError(f"start={params['start']}: at or after the data's end ({span})")
+    if end <= start:
+        raise ValueError(f"end={params.get('end')}: not after start ({span})")
+    slices = _integer(params, "slices", 10, minimum=1)
+    limit = (spec.price_to_ticks(_decimal(params, "limit", Decimal(0)), "limit")
+             if "limit" in params else None)
     if name == "twap":
         return Twap(side, quantity, start, end, slices, limit), quantity, side
     profile_arg = params.get("profile", "causal")
@@ -313,6 +362,10 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
                 lookahead[(record.timestamp - start) * slices // (end - start)] += (
                     record.quantity)
     elif profile_arg != "causal":
-        profile = read_profile(Path(profile_arg))
+        try:
+            profile = read_profile(Path(profile_arg))
+        except OSError as error:
+            raise ValueError(f"profile={profile_arg}: not causal, lookahead or a readable "
+                             f"profile file ({error.strerror or error})") from None
     return (Vwap(side, quantity, start, end, slices, limit, profile, lookahead), quantity,
             side)
