@@ -297,3 +297,17 @@ def test_bad_parameters_name_the_parameter_value_and_what_is_allowed(
         capture_output=True, text=True, timeout=60)
     assert process.returncode == 2, process.stderr
     assert message in process.stderr and "Traceback" not in process.stderr, process.stderr
+
+
+def test_markouts_per_fill_and_per_share() -> None:
+    from lobgw.orders.tracker import Liquidity
+    from lobgw.sim.backtest.results import markout
+
+    def fill(ts: int, quantity: int, price: int) -> Fill:
+        return Fill(order_id=1, account="strategy", side=BUY, price=price, quantity=quantity,
+                    liquidity=Liquidity.MAKER, remaining=0, timestamp=ts, seq=ts)
+
+    mids = [(0, 100.0), (1 * S, 101.0), (2 * S, 101.0)]
+    fills = [fill(0, 1, 100), fill(1 * S, 3, 101)]  # after 1 s: +100 bps and 0 bps
+    assert markout(mids, fills, 1) == pytest.approx(50.0)            # (100 + 0) / 2
+    assert markout(mids, fills, 1, per_share=True) == pytest.approx(25.0)  # 100 x 1 / 4

@@ -468,6 +468,9 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         max_drawdown=money_value_text(drawdown, tick * lot),
         markouts_bps={f"{h}s": rounded(markout(backtest.mids, backtest.fills, h))
                       for h in (1, 10, 60)},
+        markouts_per_share_bps={f"{h}s": rounded(markout(backtest.mids, backtest.fills, h,
+                                                         per_share=True))
+                                for h in (1, 10, 60)},
         pnl=points, fill_list=fills, translation=backtest.translator.stats,
         details=backtest.strategy.describe())
 

@@ -64,6 +64,9 @@ class BacktestResult(msgspec.Struct):
     mark_to_mid_pnl: str
     max_drawdown: str
     markouts_bps: dict[str, float | None]
+    """Per fill, from the market-only mid."""
+    markouts_per_share_bps: dict[str, float | None]
+    """The same weighted by each fill's quantity."""
     pnl: list[PnlPoint]
     fill_list: list[Fill]
     translation: TranslationStats
@@ -96,6 +99,8 @@ class BacktestResult(msgspec.Struct):
             ("max drawdown", self.max_drawdown),
         ]
         rows += [(f"markout {h} (bps)", v) for h, v in self.markouts_bps.items()]
+        rows += [(f"markout {h} per share (bps)", v)
+                 for h, v in self.markouts_per_share_bps.items()]
         rows += [(key, value) for key, value in self.details.items()]
         rows += [("clipped historical events", self.translation.clipped)]
         width = max(len(name) for name, _ in rows)
@@ -146,21 +151,24 @@ def pnl_series(samples: Sequence[Sample], fills: Sequence[Fill], spec: Instrumen
     return points, realized, drawdown
 
 
-def markout(mids: Sequence[tuple[int, float]], fills: Sequence[Fill], horizon: int
-            ) -> float | None:
-    """Mean of (mid after `horizon` seconds - fill price) x side, in bps of the fill price."""
+def markout(mids: Sequence[tuple[int, float]], fills: Sequence[Fill], horizon: int,
+            per_share: bool = False) -> float | None:
+    """Mean of (market mid after `horizon` seconds - fill price) x side, in bps of the fill
+    price: per fill, or weighted by each fill's quantity (`per_share`)."""
     if not mids or not fills:
         return None
     times = [ts for ts, _ in mids]
-    values: list[float] = []
+    total = weight = 0.0
     for fill in fills:
         later = fill.timestamp + horizon * NS
         if later > times[-1]:
             continue  # the data ends before the horizon
         index = bisect.bisect_right(times, later) - 1
         sign = 1 if fill.side is Side.BUY else -1
-        values.append(sign * (mids[index][1] - fill.price) / fill.price * 10_000)
-    return sum(values) / len(values) if values else None
+        share = fill.quantity if per_share else 1
+        total += share * sign * (mids[index][1] - fill.price) / fill.price * 10_000
+        weight += share
+    return total / weight if weight else None
 
 
 def price_text(value: Decimal | None, tick: Decimal) -> str | None:
