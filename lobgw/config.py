@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 import msgspec.inspect
 
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.errors import ConfigError
 
 ENV_PREFIX = "LOBGW_"
@@ -157,6 +157,8 @@ class Config(Section, frozen=True):
     history: HistoryConfig = msgspec.field(default_factory=HistoryConfig)
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
+    fees: list[FeeSchedule] = msgspec.field(default_factory=list)
+    """Per-symbol fee schedules (backtests charge them; `[[fees]]` with `symbol`)."""
 
     def __post_init__(self) -> None:
         if not self.symbols:

@@ -311,3 +311,47 @@ def test_markouts_per_fill_and_per_share() -> None:
     fills = [fill(0, 1, 100), fill(1 * S, 3, 101)]  # after 1 s: +100 bps and 0 bps
     assert markout(mids, fills, 1) == pytest.approx(50.0)            # (100 + 0) / 2
     assert markout(mids, fills, 1, per_share=True) == pytest.approx(25.0)  # 100 x 1 / 4
+
+
+async def test_maker_rebates_and_taker_fees_in_net_pnl() -> None:
+    from lobgw.book import FeeSchedule
+
+    schedule = FeeSchedule(maker_bps=Decimal("-2"), taker_bps=Decimal("5"),
+                           maker_per_unit=Decimal("0.01"))
+    maker = await run_backtest(THROUGH, SPEC, Watcher(BUY, 5, 102), fees=schedule)
+    # 5 bought at 102 as maker: -2 bps of 510 = -0.102, plus 5 x 0.01 = 0.05
+    assert maker.fees_paid == "-0.0520"
+    assert Decimal(maker.net_mark_to_mid_pnl) == Decimal(maker.mark_to_mid_pnl) + Decimal("0.052")
+    assert Decimal(maker.net_realized_pnl) == Decimal(maker.realized_pnl) + Decimal("0.052")
+    taker = await run_backtest(THROUGH, SPEC, Watcher(SELL, 2, 100), fees=schedule)
+    assert [(f.price, f.quantity, f.liquidity) for f in taker.fill_list] == [(100, 2, "TAKER")]
+    assert taker.fees_paid == "0.1000"  # 5 bps of 200
+    untaxed = await run_backtest(THROUGH, SPEC, Watcher(SELL, 2, 100))
+    assert (untaxed.fees_paid, untaxed.fee_schedule) == ("0.0000", None)
+    assert untaxed.net_mark_to_mid_pnl == untaxed.mark_to_mid_pnl
+
+
+def test_fees_from_the_command_line_or_the_config(tmp_path: Path) -> None:
+    data = DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"
+    base = [sys.executable, "-m", "lobgw", "backtest", "--data", str(data), "--format",
+            "lobster", "--symbol", "AMZN", "--strategy", "mm"]
+    config = tmp_path / "config.toml"
+    config.write_text('[[symbols]]\nsymbol = "AMZN"\ntick_size = "0.0001"\nlot_size = "1"\n\n'
+                      '[[fees]]\nsymbol = "AMZN"\nmaker_bps = "-0.2"\ntaker_bps = "0.3"\n')
+    results = {}
+    for label, extra in (("config", ["--config", str(config)]),
+                         ("flag", ["--config", str(config), "--fees", "maker_bps=-1"])):
+        out = tmp_path / f"{label}.json"
+        done = subprocess.run([*base, *extra, "--out", str(out)], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        results[label] = msgspec.json.decode(out.read_bytes(), type=BacktestResult)
+    assert results["config"].fee_schedule is not None
+    assert results["config"].fee_schedule.taker_bps == Decimal("0.3")
+    assert results["flag"].fee_schedule is not None
+    assert results["flag"].fee_schedule.maker_bps == Decimal("-1")
+    assert results["flag"].fills > 0
+    assert Decimal(results["flag"].fees_paid) < 0  # a market maker earns rebates
+    bad = subprocess.run([*base, "--fees", "maker=1", "--out", str(tmp_path / "x.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--fees" in bad.stderr and "maker_bps" in bad.stderr

@@ -26,7 +26,7 @@ from lobgw.book.events import (
     OrderRejected,
     TradeExecuted,
 )
-from lobgw.book.instrument import DecimalFormat, InstrumentSpec, SpecFormat
+from lobgw.book.instrument import DecimalFormat, FeeSchedule, InstrumentSpec, SpecFormat
 from lobgw.book.types import (
     REJECTIONS,
     OrderType,
@@ -40,8 +40,8 @@ from lobgw.book.views import BookSnapshot, Counters, OrderView
 __all__ = [
     "REJECTIONS", "AmendOrder", "AnyCommand", "AnyEvent", "BookSnapshot", "CancelOrder",
     "Command", "Counters", "DecimalFormat", "Engine", "Event", "ExecuteOrder",
-    "InstrumentSpec", "OrderAccepted", "OrderAmended", "OrderCanceled", "OrderExpired",
-    "OrderRejected", "OrderType", "OrderView", "Reason", "ReduceOrder",
+    "FeeSchedule", "InstrumentSpec", "OrderAccepted", "OrderAmended", "OrderCanceled",
+    "OrderExpired", "OrderRejected", "OrderType", "OrderView", "Reason", "ReduceOrder",
     "SelfTradePrevention", "Side", "SpecFormat", "SubmitOrder", "TimeInForce",
     "TradeExecuted",
 ]

@@ -205,3 +205,27 @@ def _to_units(value: Decimal, unit: Decimal, field: str, invalid: ErrorCode,
     if whole >= UNBOUNDED:
         raise InputError(invalid, field, f"{value} is too large")
     return whole
+
+
+class FeeSchedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A symbol's trading fees: basis points of notional and/or an amount per unit of
+    quantity, for the maker and the taker side of a fill. Negative values are rebates (a
+    maker rebate is often a market maker's whole edge). Amounts are in the price's currency."""
+
+    symbol: str = ""
+    maker_bps: Decimal = Decimal(0)
+    taker_bps: Decimal = Decimal(0)
+    maker_per_unit: Decimal = Decimal(0)
+    taker_per_unit: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        for name in ("maker_bps", "taker_bps", "maker_per_unit", "taker_per_unit"):
+            value = getattr(self, name)
+            if not value.is_finite():
+                raise ValueError(f"{name} must be a finite decimal")
+
+    def fee(self, maker: bool, price: Decimal, quantity: Decimal) -> Decimal:
+        """The fee of one fill (negative: a rebate) at `price` for `quantity` units."""
+        bps, per_unit = ((self.maker_bps, self.maker_per_unit) if maker
+                         else (self.taker_bps, self.taker_per_unit))
+        return price * quantity * bps / 10_000 + quantity * per_unit

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import msgspec
 
-from lobgw.cli.common import data_and_spec
+from lobgw.book import FeeSchedule
+from lobgw.cli.common import configured_fees, data_and_spec
 from lobgw.errors import BadRowError, ConfigError, InputError
 from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
 from lobgw.sim.records import read_lobster_book_row, read_records
@@ -31,6 +32,27 @@ def _latency(text: str) -> int:
     return value
 
 
+_FEE_KEYS = ("maker_bps", "taker_bps", "maker_per_unit", "taker_per_unit")
+
+
+def parse_fees(text: str) -> FeeSchedule:
+    """`--fees maker_bps=-0.2,taker_bps=0.3,...` (argparse names the option on error)."""
+    values: dict[str, Decimal] = {}
+    for part in filter(None, (item.strip() for item in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key not in _FEE_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"{part!r}: expected KEY=VALUE with KEY one of {', '.join(_FEE_KEYS)}")
+        try:
+            number = Decimal(value)
+        except InvalidOperation:
+            number = Decimal("NaN")
+        if not number.is_finite():
+            raise argparse.ArgumentTypeError(f"{key}={value!r}: not a decimal number")
+        values[key] = number
+    return FeeSchedule(**values)  # type: ignore[arg-type]
+
+
 def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `lobgw backtest`."""
     parser.add_argument("--data", type=Path, required=True, help="the market-data file")
@@ -42,6 +64,10 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-us", type=_latency, default=0,
                         help="data-time delay before strategy actions reach the book "
                              "(microseconds, 0 or more)")
+    parser.add_argument("--fees", type=parse_fees, metavar="KEY=VALUE,...",
+                        help="fee schedule: maker_bps, taker_bps (of notional), "
+                             "maker_per_unit, taker_per_unit; negative = rebate (default: the "
+                             "config's [[fees]] for the symbol, else none)")
     parser.add_argument("--impact", choices=list(IMPACTS), default="none",
                         help="market-impact model: none (the book stays the data's; "
                              "default) or queue (fills displace the historical order)")
@@ -81,7 +107,8 @@ def backtest_command(args: argparse.Namespace) -> int:
         result = asyncio.run(run_backtest(
             records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,
             strategy_name=args.strategy, parameters=params, target=target, side=side,
-            translator=Translator.for_format(args.format), impact=args.impact))
+            translator=Translator.for_format(args.format), impact=args.impact,
+            fees=args.fees or configured_fees(spec.symbol, args.config)))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

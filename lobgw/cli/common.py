@@ -7,7 +7,7 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.config import load_config
 from lobgw.errors import ConfigError
 from lobgw.sim.records import natural_spec
@@ -30,6 +30,17 @@ def resolve_spec(symbol: str, fmt: str, path: Path, config_path: str | None,
     except ValueError:
         raise ConfigError(f"symbol {symbol!r} is not in the config; the {fmt} format needs "
                           "its tick and lot sizes (add it to config.toml)") from None
+
+
+def configured_fees(symbol: str, config_path: str | None) -> FeeSchedule | None:
+    """The `[[fees]]` schedule the config gives `symbol`, if any."""
+    if config_path is None or not Path(config_path).exists():
+        return None
+    try:
+        config = load_config(config_path)
+    except ConfigError:
+        return None
+    return next((fees for fees in config.fees if fees.symbol == symbol), None)
 
 
 def data_and_spec(command: str, path: Path, args: argparse.Namespace) -> InstrumentSpec | None:

@@ -41,12 +41,13 @@ from lobgw.book.commands import (
     SubmitOrder,
 )
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
 from lobgw.orders import ExecutionKind, Fill, OrderState, OrderTracker
 from lobgw.sim.backtest.results import (
     NS,
     BacktestResult,
+    fees_paid,
     markout,
     money_text,
     money_value_text,
@@ -419,8 +420,9 @@ def _market_best(book: BookReader, side: Side, own: dict[int, list[int]]
 # -- results ----------------------------------------------------------------------------------
 
 def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, str],
-                 target: int | None, side: Side | None) -> BacktestResult:
-    """Compute the report from a finished backtest."""
+                 target: int | None, side: Side | None,
+                 fees: FeeSchedule | None = None) -> BacktestResult:
+    """Compute the report from a finished backtest (`fees` charged on every fill)."""
     spec = backtest.spec
     tick, lot = spec.tick_size, spec.lot_size
     fills = backtest.fills
@@ -450,6 +452,10 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
     final_mid = next((mid for *_, mid in reversed(backtest.samples) if mid is not None), None)
     position = backtest.strategy.position
     mark = (backtest.cash + position * final_mid) if final_mid is not None else backtest.cash
+    paid = fees_paid(fills, spec, fees)
+    realized_text = money_value_text(realized, tick * lot)
+    mark_text = money_value_text(mark, tick * lot)
+    places = Decimal("0.0001")
     return BacktestResult(
         strategy=strategy_name, symbol=spec.symbol, parameters=parameters,
         latency_us=backtest.latency // 1000, start=start, end=end, fills=len(fills),
@@ -463,8 +469,11 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         orders_sent=backtest.strategy.orders_sent, amends_sent=backtest.strategy.amends_sent,
         cancels_sent=backtest.strategy.cancels_sent, rejections=dict(backtest.rejections),
         final_position=money_text(position, lot),
-        realized_pnl=money_value_text(realized, tick * lot),
-        mark_to_mid_pnl=money_value_text(mark, tick * lot),
+        realized_pnl=realized_text, mark_to_mid_pnl=mark_text,
+        fees_paid=format(paid.quantize(places), "f"),
+        net_realized_pnl=format((Decimal(realized_text) - paid).quantize(places), "f"),
+        net_mark_to_mid_pnl=format((Decimal(mark_text) - paid).quantize(places), "f"),
+        fee_schedule=fees,
         max_drawdown=money_value_text(drawdown, tick * lot),
         markouts_bps={f"{h}s": rounded(markout(backtest.mids, backtest.fills, h))
                       for h in (1, 10, 60)},
@@ -482,7 +491,8 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        parameters: dict[str, str] | None = None,
                        target: int | None = None, side: Side | None = None,
                        translator: Translator | None = None,
-                       impact: Impact = "none") -> BacktestResult:
+                       impact: Impact = "none",
+                       fees: FeeSchedule | None = None) -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
     `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
@@ -500,7 +510,7 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
     finally:
         await exchange.stop()
     return build_result(backtest, strategy_name or strategy.name, parameters or {}, target,
-                        side)
+                        side, fees)
 
 
 class BacktestEngine:
@@ -512,7 +522,8 @@ class BacktestEngine:
     def __init__(self, data: Iterable[MarketRecord] | PathLike, spec: InstrumentSpec,
                  strategy: BaseStrategy, latency_us: int = 0,
                  seed_levels: list[tuple[Side, int, int]] | None = None,
-                 format: str = "lobster", impact: Impact = "none") -> None:
+                 format: str = "lobster", impact: Impact = "none",
+                 fees: FeeSchedule | None = None) -> None:
         if isinstance(data, str | os.PathLike):
             data = read_records(format, data, spec)
         self.records = data
@@ -522,6 +533,7 @@ class BacktestEngine:
         self.seed_levels = seed_levels
         self.translator = Translator.for_format(format)
         self.impact = impact
+        self.fees = fees
 
     def run(self) -> BacktestResult:
         """Run to completion (starts its own event loop)."""
@@ -530,4 +542,4 @@ class BacktestEngine:
         return asyncio.run(run_backtest(
             self.records, self.spec, self.strategy, latency_us=self.latency_us,
             seed_levels=self.seed_levels, target=target, side=side,
-            translator=self.translator, impact=self.impact))
+            translator=self.translator, impact=self.impact, fees=self.fees))

@@ -12,7 +12,7 @@ from decimal import Decimal
 
 import msgspec
 
-from lobgw.book.instrument import InstrumentSpec
+from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.book.types import Side
 from lobgw.orders import Fill
 from lobgw.sim.translate import TranslationStats
@@ -62,6 +62,12 @@ class BacktestResult(msgspec.Struct):
     final_position: str
     realized_pnl: str
     mark_to_mid_pnl: str
+    """Both gross: before fees."""
+    fees_paid: str
+    """Fees the fills cost under `fee_schedule` (negative: rebates received on balance)."""
+    net_realized_pnl: str
+    net_mark_to_mid_pnl: str
+    fee_schedule: FeeSchedule | None
     max_drawdown: str
     markouts_bps: dict[str, float | None]
     """Per fill, from the market-only mid."""
@@ -96,6 +102,8 @@ class BacktestResult(msgspec.Struct):
              f"{self.orders_sent} / {self.amends_sent} / {self.cancels_sent}"),
             ("final position", self.final_position),
             ("realized PnL", self.realized_pnl), ("mark-to-mid PnL", self.mark_to_mid_pnl),
+            ("fees paid", self.fees_paid), ("net realized PnL", self.net_realized_pnl),
+            ("net mark-to-mid PnL", self.net_mark_to_mid_pnl),
             ("max drawdown", self.max_drawdown),
         ]
         rows += [(f"markout {h} (bps)", v) for h, v in self.markouts_bps.items()]
@@ -179,6 +187,15 @@ def price_text(value: Decimal | None, tick: Decimal) -> str | None:
 
 def money_text(value: int, unit: Decimal) -> str:
     return format(unit * value, "f")
+
+
+def fees_paid(fills: Sequence[Fill], spec: InstrumentSpec,
+              schedule: FeeSchedule | None) -> Decimal:
+    """What the fills cost in fees (negative: rebates), in the price's currency."""
+    if schedule is None:
+        return Decimal(0)
+    return sum((schedule.fee(fill.liquidity == "MAKER", fill.price * spec.tick_size,
+                             fill.quantity * spec.lot_size) for fill in fills), Decimal(0))
 
 
 def money_value_text(value: float, unit: Decimal) -> str:
