@@ -136,7 +136,7 @@ def test_vwap_schedules_follow_the_profile() -> None:
     assert [lookahead.target(0, k) for k in range(4)] == [10, 40, 80, 100]
     given = Vwap(BUY, 100, 0, 40 * S, 4, profile=[1, 1, 2, 0])
     assert [given.target(0, k) for k in range(4)] == [25, 50, 100, 100]
-    causal = Vwap(BUY, 100, 0, 40 * S, 4)
+    causal = Vwap(BUY, 100, 0, 40 * S, 4, estimate="causal")
     assert causal.target(0, 0) == 25  # nothing seen yet: even
     causal.on_market_trade(1 * S, 100, 90)   # a heavy first slice
     causal.on_market_trade(11 * S, 100, 10)  # a light second one
@@ -282,7 +282,7 @@ async def test_negative_latency_is_refused() -> None:
     ("twap", "slices=0", "slices=0: must be at least 1"),
     ("twap", "side=HOLD", "side='HOLD': not one of BUY, SELL"),
     ("twap", "start=999999", "start=999999: at or after the data's end (the data spans 0 to"),
-    ("vwap", "profile=lookahed", "profile=lookahed: not causal, lookahead or a readable"),
+    ("vwap", "profile=lookahed", "profile=lookahed: not u-shape, causal, lookahead or a"),
     ("mm", "half_spread=x", "half_spread='x': not a whole number"),
     ("mm", "reference=last", "reference='last': not one of mid, micro"),
     ("mm", "size=NaN", "size='NaN': not a decimal number"),
@@ -355,3 +355,47 @@ def test_fees_from_the_command_line_or_the_config(tmp_path: Path) -> None:
     bad = subprocess.run([*base, "--fees", "maker=1", "--out", str(tmp_path / "x.json")],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--fees" in bad.stderr and "maker_bps" in bad.stderr
+
+
+def test_the_default_vwap_profile_is_the_documented_u_shape() -> None:
+    from lobgw.sim.backtest.strategies import u_shape
+
+    assert (u_shape(0), u_shape(0.5), u_shape(1)) == (4, 1, 4)
+    vwap = Vwap(BUY, 100, 0, 40 * S, 4, session=(0, 40 * S))
+    # slice midpoints at 1/8, 3/8, 5/8, 7/8 of the session: weights 2.6875, 1.1875, 1.1875,
+    # 2.6875 (total 7.75)
+    assert [vwap.target(0, k) for k in range(4)] == [34, 50, 65, 100]
+    assert vwap.describe()["profile"] == "u-shape"
+
+
+async def test_a_schedule_catches_up_by_the_end_when_the_data_goes_quiet() -> None:
+    records = [add(0, 1, BUY, 100, 1_000_000), add(0, 2, SELL, 105, 1_000_000)]
+    records += [add(second * S, 10 + second, BUY, 90, 1) for second in range(1, 11)]
+    records += [add(second * S, 10 + second, BUY, 90, 1) for second in range(100, 103)]
+    twap = Twap(BUY, 100, start=0, end=100 * S, slices=10)
+    result = await run_backtest(records, SPEC, twap, target=100, side=BUY)
+    # slices 0 and 1 traded 10 each; nothing came between 10 s and 100 s; at the end the
+    # working order is cancelled and, once that is confirmed (the next row, so nothing can
+    # fill twice), the remaining 80 go in one immediate-or-cancel order at the far touch
+    assert [(f.quantity, f.timestamp // S) for f in result.fill_list] == [
+        (10, 0), (10, 10), (80, 101)]
+    assert result.details["catch_up_quantity"] == 80
+    assert result.details["finished_on_time"] is True
+    assert result.details["incomplete_reason"] is None
+    no_catch_up = await run_backtest(records, SPEC, Twap(BUY, 100, 0, 100 * S, 10,
+                                                         catch_up=False), target=100, side=BUY)
+    assert no_catch_up.details["shortfall_quantity"] == 80
+    assert no_catch_up.details["incomplete_reason"] == "no liquidity"
+
+
+async def test_the_participation_cap_limits_and_is_reported() -> None:
+    records = steady_book(120)
+    records += [MarketRecord(0, second * S + 1, Kind.PRINT, 0, SELL, 103, 1)
+                for second in range(0, 100)]
+    records.sort(key=lambda r: r.timestamp)
+    twap = Twap(BUY, 100, start=0, end=100 * S, slices=10, max_participation=0.5)
+    result = await run_backtest(records, SPEC, twap, target=100, side=BUY)
+    filled = int(result.filled_quantity)
+    assert 0 < filled <= 50  # half of the 100 the market traded in the window, at most
+    assert result.details["incomplete_reason"] == "participation cap"
+    assert result.details["shortfall_quantity"] == 100 - filled

@@ -29,10 +29,20 @@ class ScheduledExecution(BaseStrategy):
     """
 
     def __init__(self, side: Side, quantity: int, start: int, end: int, slices: int,
-                 limit_price: int | None = None) -> None:
+                 limit_price: int | None = None, max_participation: float | None = None,
+                 catch_up: bool = True) -> None:
         super().__init__()
         if quantity <= 0 or slices <= 0 or end <= start:
             raise ValueError("quantity and slices must be positive and end after start")
+        if max_participation is not None and not 0 < max_participation <= 1:
+            raise ValueError(f"max_participation={max_participation}: must be in (0, 1]")
+        self.max_participation = max_participation
+        self.catch_up = catch_up
+        self.market_volume = 0
+        """Market volume traded in the window so far (what the participation cap allows)."""
+        self.catching_up = False
+        self.caught_up = 0
+        """Quantity sent in the final catch-up order at `end`."""
         self.side = side
         self.quantity = quantity
         self.start = start
@@ -50,12 +60,17 @@ class ScheduledExecution(BaseStrategy):
         return self.quantity * (slice_index + 1) // self.slices
 
     def on_market_data(self, view: BookView) -> None:
-        """Act at slice boundaries; stop at the end of the window."""
+        """Act at slice boundaries; at the end of the window, catch up what is left."""
         now = view.timestamp
+        if self.catching_up:
+            if not self.open_orders and not self.orders.pending:  # the cancels arrived
+                self._send_catch_up(view)
+            return
         if self.finished or now < self.start:
             return
         if now >= self.end:
             self._finish()
+            self.catching_up = self.catch_up and self._left() > 0
             return
         index = min(self.slices - 1, (now - self.start) * self.slices // (self.end - self.start))
         if index == self.slice_index:
@@ -64,17 +79,33 @@ class ScheduledExecution(BaseStrategy):
         if self.working is not None:
             self.cancel(self.working)
             self.working = None
-        wanted = min(self.quantity, self.target(now, index)) - self.filled
+        wanted = min(self.min_allowed(), self.target(now, index)) - self.filled
         if wanted <= 0:
             return
+        price = self._price(view)
+        if price is None:
+            return  # nothing to price against and no limit: wait for the next slice
+        self.working = self.place(self.side, wanted, price, TimeInForce.GTC)
+
+    def min_allowed(self) -> int:
+        """The most the participation cap allows done by now (all of it without a cap)."""
+        if self.max_participation is None:
+            return self.quantity
+        return min(self.quantity, math.floor(self.max_participation * self.market_volume))
+
+    def on_market_trade(self, timestamp: int, price: int, quantity: int) -> None:
+        """Count the window's market volume (for the participation cap)."""
+        if self.start <= timestamp < self.end:
+            self.market_volume += quantity
+
+    def _price(self, view: BookView) -> int | None:
+        """The far touch, never beyond the limit price."""
         price = view.ask if self.side is Side.BUY else view.bid
         if price is None or (self.limit_price is not None and
                              (price > self.limit_price if self.side is Side.BUY
                               else price < self.limit_price)):
             price = self.limit_price
-        if price is None:
-            return  # nothing to price against and no limit: wait for the next slice
-        self.working = self.place(self.side, wanted, price, TimeInForce.GTC)
+        return price
 
     def on_fill(self, fill: Fill) -> None:
         """Count what is done."""
@@ -83,25 +114,48 @@ class ScheduledExecution(BaseStrategy):
             self.working = None
 
     def on_end(self, view: BookView) -> None:
-        """The data ended: treat it as the end of the window."""
+        """The data ended: the end of the window (no more data can fill the working order,
+        so the catch-up goes straight after its cancel)."""
+        was_catching_up = self.catching_up
         self._finish()
+        if self.catch_up and (was_catching_up or not self.caught_up) and self._left() > 0:
+            self._send_catch_up(view)
+
+    def _left(self) -> int:
+        return min(self.quantity, self.min_allowed()) - self.filled
+
+    def _send_catch_up(self, view: BookView) -> None:
+        """One immediate-or-cancel order for what is left, at the far touch (not beyond the
+        limit price)."""
+        self.catching_up = False
+        left = self._left()
+        price = self._price(view)
+        if left > 0 and price is not None:
+            self.caught_up = left
+            self.place(self.side, left, price, TimeInForce.IOC)
 
     def _finish(self) -> None:
         if not self.finished:
             self.finished = True
             self.cancel_all()
             self.working = None
-        self.shortfall = self.quantity - self.filled
 
     def is_done(self) -> bool:
-        """Done once the window closed."""
-        return self.finished
+        """Done once the window closed (and the catch-up was sent)."""
+        return self.finished and not self.catching_up
 
     def describe(self) -> dict[str, object]:
-        """Target, shortfall and schedule facts."""
+        """Target, shortfall, catch-up and schedule facts; why it fell short, if it did."""
+        self.shortfall = self.quantity - self.filled
+        reason = None
+        if self.shortfall > 0:
+            reason = ("participation cap" if self.min_allowed() < self.quantity else
+                      "limit price" if self.limit_price is not None else "no liquidity")
         return {"target_quantity": self.quantity, "shortfall_quantity": self.shortfall,
                 "slices": self.slices, "window_ns": [self.start, self.end],
-                "finished_on_time": self.filled >= self.quantity}
+                "finished_on_time": self.filled >= self.quantity,
+                "catch_up_quantity": self.caught_up, "max_participation": self.max_participation,
+                "incomplete_reason": reason}
 
 
 class Twap(ScheduledExecution):
@@ -114,36 +168,61 @@ RECENT_WEIGHT = 0.5
 """How much the latest slice counts in the causal VWAP's expectation of the next ones."""
 
 
+SESSION_NS = (34_200 * NS, 57_600 * NS)
+"""The US equity session, 09:30 to 16:00, in ns after midnight (LOBSTER's clock)."""
+
+
+def u_shape(fraction: float) -> float:
+    """The default intraday volume profile: weight 1 mid-session rising to 4 at the open
+    and the close, `1 + 3 (2x - 1)^2` for the fraction `x` of the session elapsed. A
+    documented approximation of US equity volume (heavy open, heavier close), used when
+    no history is given."""
+    x = min(1.0, max(0.0, fraction))
+    return 1 + 3 * (2 * x - 1) ** 2
+
+
 class Vwap(ScheduledExecution):
     """Slices that follow a volume profile.
 
-    The profile is either given (one weight per slice, from a file), or estimated from the
-    traded volume of the data. The causal estimate (the default) knows only the volume seen so
-    far: it expects each slice still to come to trade like the recent ones (an exponentially
-    weighted average of past slices, recent ones weighing most), so after heavy early trading
-    it is further ahead than TWAP and after a quiet start it is behind. With look-ahead
-    volumes it uses the data's actual volume per slice, which a real trader could not know;
-    results computed that way are labelled `profile: look-ahead`.
+    The profile is, in order of preference: given (one weight per slice, from a file made
+    from the history, e.g. previous days); the intraday U-shape (`u_shape`, the default),
+    over the session when the data's clock is time after midnight (`session`) and over the
+    window otherwise; or estimated from the data. The causal estimate (`estimate="causal"`)
+    knows only the volume seen so far and expects each slice still to come to trade like the
+    recent ones. With look-ahead volumes it uses the data's actual volume per slice, which a
+    real trader could not know; results computed that way are labelled `profile: look-ahead`.
+    Like TWAP it catches up at `end` and honours `max_participation`.
     """
 
     name = "vwap"
 
     def __init__(self, side: Side, quantity: int, start: int, end: int, slices: int,
                  limit_price: int | None = None, profile: list[float] | None = None,
-                 lookahead_volumes: list[int] | None = None) -> None:
-        super().__init__(side, quantity, start, end, slices, limit_price)
+                 lookahead_volumes: list[int] | None = None, *, estimate: str = "u-shape",
+                 session: tuple[int, int] | None = None,
+                 max_participation: float | None = None, catch_up: bool = True) -> None:
+        super().__init__(side, quantity, start, end, slices, limit_price, max_participation,
+                         catch_up)
         if profile is not None and len(profile) != slices:
             raise ValueError(f"the profile has {len(profile)} weights for {slices} slices")
         if lookahead_volumes is not None and len(lookahead_volumes) != slices:
             raise ValueError("look-ahead volumes must have one entry per slice")
+        if estimate not in ("u-shape", "causal"):
+            raise ValueError(f"estimate={estimate!r}: not one of u-shape, causal")
         self.profile = profile
         self.lookahead = lookahead_volumes
         self.volume_by_slice = [0] * slices
+        self.estimate = estimate
+        begin, finish = session if session is not None else (start, end)
+        width = (end - start) / slices
+        self.u_weights = [u_shape((start + (k + 0.5) * width - begin) / (finish - begin))
+                          for k in range(slices)]
         self.profile_kind = ("file" if profile is not None else
-                             "look-ahead" if lookahead_volumes is not None else "causal")
+                             "look-ahead" if lookahead_volumes is not None else estimate)
 
     def on_market_trade(self, timestamp: int, price: int, quantity: int) -> None:
         """Count market volume per slice (what the causal profile learns from)."""
+        super().on_market_trade(timestamp, price, quantity)
         if self.start <= timestamp < self.end:
             index = (timestamp - self.start) * self.slices // (self.end - self.start)
             self.volume_by_slice[index] += quantity
@@ -154,6 +233,8 @@ class Vwap(ScheduledExecution):
             weights = self.profile
         elif self.lookahead is not None:
             weights = [float(v) for v in self.lookahead]
+        elif self.estimate == "u-shape":
+            weights = self.u_weights
         else:
             seen = self.volume_by_slice[:slice_index]
             if not any(seen):
@@ -316,8 +397,10 @@ def _choice(params: dict[str, str], key: str, default: str, allowed: tuple[str, 
 def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt: str,
                    path: PathLike) -> tuple[BaseStrategy, int | None, Side | None]:
     """The strategy for `--strategy` with its parameters (decimals in the symbol's units)."""
-    known = {"twap": {"side", "quantity", "slices", "start", "end", "limit"},
-             "vwap": {"side", "quantity", "slices", "start", "end", "limit", "profile"},
+    known = {"twap": {"side", "quantity", "slices", "start", "end", "limit",
+                      "max_participation", "catch_up"},
+             "vwap": {"side", "quantity", "slices", "start", "end", "limit", "profile",
+                      "max_participation", "catch_up"},
              "mm": {"size", "half_spread", "skew", "max_inventory", "min_requote_ms",
                     "reference"}}
     if name not in known:
@@ -351,21 +434,32 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
     slices = _integer(params, "slices", 10, minimum=1)
     limit = (spec.price_to_ticks(_decimal(params, "limit", Decimal(0)), "limit")
              if "limit" in params else None)
+    cap = (float(_decimal(params, "max_participation", Decimal(1), minimum=Decimal(0)))
+           if "max_participation" in params else None)
+    if cap is not None and not 0 < cap <= 1:
+        raise ValueError(f"max_participation={params['max_participation']}: must be in (0, 1]")
+    catch_up = _choice(params, "catch_up", "yes", ("yes", "no")) == "yes"
     if name == "twap":
-        return Twap(side, quantity, start, end, slices, limit), quantity, side
-    profile_arg = params.get("profile", "causal")
+        return (Twap(side, quantity, start, end, slices, limit, cap, catch_up), quantity,
+                side)
+    profile_arg = params.get("profile", "u-shape")
     profile = lookahead = None
-    if profile_arg == "lookahead":
+    estimate = "u-shape"
+    if profile_arg in ("u-shape", "causal"):
+        estimate = profile_arg
+    elif profile_arg == "lookahead":
         lookahead = [0] * slices
         for record in read_records(fmt, path, spec):
             if record.kind in (Kind.EXECUTE, Kind.PRINT) and start <= record.timestamp < end:
                 lookahead[(record.timestamp - start) * slices // (end - start)] += (
                     record.quantity)
-    elif profile_arg != "causal":
+    else:
         try:
             profile = read_profile(Path(profile_arg))
         except OSError as error:
-            raise ValueError(f"profile={profile_arg}: not causal, lookahead or a readable "
-                             f"profile file ({error.strerror or error})") from None
-    return (Vwap(side, quantity, start, end, slices, limit, profile, lookahead), quantity,
-            side)
+            raise ValueError(f"profile={profile_arg}: not u-shape, causal, lookahead or a "
+                             f"readable profile file ({error.strerror or error})") from None
+    session = SESSION_NS if fmt == "lobster" else None  # LOBSTER's clock: after midnight
+    return (Vwap(side, quantity, start, end, slices, limit, profile, lookahead,
+                 estimate=estimate, session=session, max_participation=cap,
+                 catch_up=catch_up), quantity, side)
