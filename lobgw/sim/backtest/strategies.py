@@ -125,14 +125,13 @@ class ScheduledExecution(BaseStrategy):
         return min(self.quantity, self.min_allowed()) - self.filled
 
     def _send_catch_up(self, view: BookView) -> None:
-        """One immediate-or-cancel order for what is left, at the far touch (not beyond the
-        limit price)."""
+        """One immediate-or-cancel order for what is left: a market order, or with a limit
+        price a limit order there (it takes every level up to the limit, no further)."""
         self.catching_up = False
         left = self._left()
-        price = self._price(view)
-        if left > 0 and price is not None:
+        if left > 0:
             self.caught_up = left
-            self.place(self.side, left, price, TimeInForce.IOC)
+            self.place(self.side, left, self.limit_price, TimeInForce.IOC)
 
     def _finish(self) -> None:
         if not self.finished:
