@@ -399,3 +399,63 @@ async def test_the_participation_cap_limits_and_is_reported() -> None:
     assert 0 < filled <= 50  # half of the 100 the market traded in the window, at most
     assert result.details["incomplete_reason"] == "participation cap"
     assert result.details["shortfall_quantity"] == 100 - filled
+
+
+class Clocked(OneOrder):
+    """OneOrder that notes when (in data time) it saw each view and learnt of each fill."""
+
+    def __init__(self, side: Side, quantity: int, price: int) -> None:
+        super().__init__(side, quantity, price)
+        self.seen: list[tuple[int, int]] = []     # (when seen, the view's data time)
+        self.learnt: list[tuple[int, int, int]] = []  # (when, fill time, position then)
+
+    def on_market_data(self, view: BookView) -> None:
+        self.seen.append((self.now, view.timestamp))
+
+    def on_fill(self, fill: Fill) -> None:
+        super().on_fill(fill)
+        self.learnt.append((self.now, fill.timestamp, self.position))
+
+
+LATE = [add(0, 1, BUY, 100, 10), add(1 * S, 9, SELL, 105, 10), add(2 * S, 2, BUY, 99, 1),
+        add(3 * S, 3, BUY, 98, 1), add(4 * S, 4, BUY, 97, 1)]
+
+
+async def test_feed_latency_delays_what_the_strategy_sees() -> None:
+    strategy = Clocked(SELL, 2, 100)  # crosses the bid when it acts
+    result = await run_backtest(LATE, SPEC, strategy, feed_latency_us=1_500_000)
+    half = S // 2
+    assert strategy.seen[:3] == [(2 * S + half, 1 * S), (3 * S + half, 2 * S),
+                                 (4 * S + half, 3 * S)]
+    # it decided on the first view at 2.5 s, so it trades then, not at 1 s
+    assert [(f.timestamp, f.price) for f in result.fill_list] == [(2 * S + half, 100)]
+    assert result.feed_latency_us == 1_500_000
+
+
+async def test_response_latency_delays_fills_reaching_the_strategy() -> None:
+    strategy = Clocked(SELL, 2, 100)
+    result = await run_backtest(LATE, SPEC, strategy, response_latency_us=2_000_000)
+    (fill,) = result.fill_list
+    assert fill.timestamp == 1 * S  # the book traded at once
+    assert strategy.learnt == [(3 * S, 1 * S, -2)]  # the strategy knew 2 s later
+    assert result.final_position == "-2" and result.response_latency_us == 2_000_000
+
+
+def test_feed_latency_starts_from_databento_ts_recv(tmp_path: Path) -> None:
+    path = tmp_path / "mbo.csv"
+    rows = [("00.000300000", "00.000000000", "A", "B", "100.00", "10", "1"),
+            ("00.000900000", "00.000500000", "A", "A", "100.05", "10", "2"),
+            ("01.000200000", "01.000000000", "A", "B", "99.99", "1", "3")]
+    path.write_text(
+        "ts_recv,ts_event,rtype,publisher_id,instrument_id,action,side,price,size,channel_id,"
+        "order_id,flags,ts_in_delta,sequence,symbol\n" + "".join(
+            f"2025-09-24 19:30:{recv}+00:00,2025-09-24 19:30:{event}+00:00,160,1,1,{action},"
+            f"{side},{price},{size},0,{oid},128,0,{oid},T\n"
+            for recv, event, action, side, price, size, oid in rows))
+    spec = InstrumentSpec("T", Decimal("0.01"), Decimal(1))
+    strategy = Clocked(BUY, 1, 9000)
+    BacktestEngine(path, spec, strategy, format="databento-mbo",
+                   feed_latency_us=100).run()
+    base = 1758742200 * S  # 2025-09-24 19:30:00 UTC
+    assert strategy.seen == [(base + 900_000 + 100_000, base + 500_000),
+                             (base + S + 200_000 + 100_000, base + S)]

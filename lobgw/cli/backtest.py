@@ -64,6 +64,11 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-us", type=_latency, default=0,
                         help="data-time delay before strategy actions reach the book "
                              "(microseconds, 0 or more)")
+    parser.add_argument("--response-latency-us", type=_latency, default=0,
+                        help="data-time delay before the strategy learns of a fill")
+    parser.add_argument("--feed-latency-us", type=_latency, default=0,
+                        help="data-time delay before the strategy sees market data, after the "
+                             "data's own receive time where it has one (Databento ts_recv)")
     parser.add_argument("--fees", type=parse_fees, metavar="KEY=VALUE,...",
                         help="fee schedule: maker_bps, taker_bps (of notional), "
                              "maker_per_unit, taker_per_unit; negative = rebate (default: the "
@@ -108,7 +113,9 @@ def backtest_command(args: argparse.Namespace) -> int:
             records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,
             strategy_name=args.strategy, parameters=params, target=target, side=side,
             translator=Translator.for_format(args.format), impact=args.impact,
-            fees=args.fees or configured_fees(spec.symbol, args.config)))
+            fees=args.fees or configured_fees(spec.symbol, args.config),
+            response_latency_us=args.response_latency_us,
+            feed_latency_us=args.feed_latency_us))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

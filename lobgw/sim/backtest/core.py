@@ -14,8 +14,11 @@ Assumptions (also in the README):
 * **Strategy orders that cross take historical liquidity**, at the resting orders' prices.
   Later historical events on liquidity the strategy already took are clipped (cut to what is
   left, or dropped) and counted in `translation.clipped`; the run never stops for them.
-* **Latency**: every strategy action reaches the book `latency_us` (>= 0) of data time after
-  the strategy decided it, in the order decided. Market data reaches the strategy at once.
+* **Latency** (each >= 0, in data time): every strategy action reaches the book `latency_us`
+  after the strategy decided it, in the order decided; the strategy learns of a fill
+  (`on_fill`, its `position`) `response_latency_us` after it happened; it sees market data
+  `feed_latency_us` after the row's receive time where the format records one (Databento
+  `ts_recv`), else after the row's time.
 * Historical orders never self-trade-prevent (one account, `market`); the strategy trades as
   its own account. Prints off the visible book (hidden executions, crosses) count towards the
   market VWAP but cannot fill strategy orders.
@@ -24,9 +27,10 @@ Assumptions (also in the README):
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
 from typing import Literal
 
@@ -191,9 +195,22 @@ class Backtest:
     """Runs records and one strategy through a symbol actor; see the module docstring."""
 
     def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
-                 translator: Translator | None = None, impact: Impact = "none") -> None:
-        if latency_us < 0:
-            raise ValueError(f"latency_us: {latency_us} is negative; a latency is at least 0")
+                 translator: Translator | None = None, impact: Impact = "none",
+                 response_latency_us: int = 0, feed_latency_us: int = 0) -> None:
+        for name, value in (("latency_us", latency_us),
+                            ("response_latency_us", response_latency_us),
+                            ("feed_latency_us", feed_latency_us)):
+            if value < 0:
+                raise ValueError(f"{name}: {value} is negative; a latency is at least 0")
+        self.response_latency = response_latency_us * 1000
+        """From a fill in the book to the strategy learning of it (on_fill, position)."""
+        self.feed_latency = feed_latency_us * 1000
+        """From a market event to the strategy seeing it, after the data's own receive delay
+        where the format records one (Databento `ts_recv`)."""
+        self._deliveries: list[tuple[int, int, Callable[[], None]]] = []
+        """What the strategy is told later: (when, order, call)."""
+        self.position = 0
+        """The true position (the strategy's own `position` lags by the response latency)."""
         if impact not in IMPACTS:
             raise ValueError(f"impact: {impact!r} is not one of {', '.join(IMPACTS)}")
         self.impact = impact
@@ -239,13 +256,13 @@ class Backtest:
             self.translator.observe(await (await self.actor.send([commands])))
 
     async def run(self, records: Iterator[MarketRecord]) -> None:
-        """Replay every record, feeding the strategy."""
-        strategy = self.strategy
+        """Replay every record, feeding the strategy (at once, or after the feed latency)."""
         for record in records:
             self.now = record.timestamp
-            await self._release(record.timestamp)
+            await self._catch_up(record.timestamp)
+            seen = self._seen_at(record)
             if record.kind is Kind.PRINT and record.price is not None:
-                self._market_trade(record.timestamp, record.price, record.quantity)
+                self._market_trade(record.timestamp, record.price, record.quantity, seen)
             commands = await self._commands(record)
             view = await self._apply_row(commands)
             self.view = view
@@ -254,14 +271,54 @@ class Backtest:
                     continue
                 self.first_view = view
                 self.started_at = view.timestamp
-                strategy.on_start(view)
-            if not strategy.is_done():
-                strategy.on_market_data(view)
+            self._tell(seen, functools.partial(self._show, view))
             self._sample(view)
         if self.view is not None:
-            await self._release(self.now + self.latency)
-            strategy.on_end(self.view)
-            await self._release(self.now + self.latency + 1)
+            horizon = max([self.now + self.latency + self.response_latency + self.feed_latency]
+                          + [when for when, _, _ in self._deliveries])  # all it was to see
+            await self._catch_up(horizon)
+            self.now = max(self.now, horizon - self.latency)
+            self.strategy.on_end(self.view)
+            await self._catch_up(horizon + self.latency + self.response_latency + 1)
+
+    def _seen_at(self, record: MarketRecord) -> int:
+        """When the strategy sees `record`: its receive time (or its time) plus the feed
+        latency."""
+        received = record.received if record.received is not None else record.timestamp
+        return max(record.timestamp, received) + self.feed_latency
+
+    def _show(self, view: BookView) -> None:
+        strategy = self.strategy
+        if view is self.first_view:
+            strategy.on_start(view)
+        if not strategy.is_done():
+            strategy.on_market_data(view)
+
+    def _tell(self, when: int, call: Callable[[], None]) -> None:
+        """Tell the strategy something at data time `when` (now, if that is now)."""
+        if when <= self.now and not self._deliveries:
+            call()
+            return
+        self._sequence += 1
+        heapq.heappush(self._deliveries, (when, self._sequence, call))
+
+    async def _catch_up(self, until: int) -> None:
+        """Everything due by `until`, in time order: the strategy's commands reach the book,
+        and it is told what it sees (each at its own time)."""
+        pending, deliveries = self._pending, self._deliveries
+        while True:
+            command_at = pending[0][0] if pending and pending[0][0] <= until else None
+            tell_at = deliveries[0][0] if deliveries and deliveries[0][0] <= until else None
+            if command_at is None and tell_at is None:
+                return
+            if tell_at is not None and (command_at is None or tell_at < command_at):
+                when, _, call = heapq.heappop(deliveries)
+                saved, self.now = self.now, when
+                call()
+                self.now = max(saved, when)
+            else:
+                _, _, command = heapq.heappop(pending)
+                self._handle(await (await self.actor.send([[command]])))
 
     async def _commands(self, record: MarketRecord) -> list[AnyCommand]:
         """The record's commands, with the strategy's orders that an execution reaches
@@ -303,7 +360,8 @@ class Backtest:
         if self.impact == "queue" and left != record.quantity:
             # the strategy displaced historical liquidity: the data's order gets what is
             # left, and the market's VWAP still counts the whole execution the data shows
-            self._market_trade(record.timestamp, price, record.quantity - left)
+            self._market_trade(record.timestamp, price, record.quantity - left,
+                               self._seen_at(record))
             if left:
                 commands += self.translator.translate(
                     msgspec.structs.replace(record, quantity=left))
@@ -334,13 +392,6 @@ class Backtest:
         self._own = own
         return own
 
-    async def _release(self, until: int) -> None:
-        """Apply every strategy command due by `until`, in decision order."""
-        pending = self._pending
-        while pending and pending[0][0] <= until:
-            _, _, command = heapq.heappop(pending)
-            self._handle(await (await self.actor.send([[command]])))
-
     def _handle(self, events: list[Event]) -> None:
         self.translator.observe(events)
         self.strategy.orders.apply(self.spec.symbol, events, self._changed)
@@ -351,7 +402,8 @@ class Backtest:
                 taker = trade.taker_order_id
                 if trade.maker_order_id < STRATEGY_ID_BASE and (
                         taker is None or taker < STRATEGY_ID_BASE):
-                    self._market_trade(trade.timestamp, trade.price, trade.quantity)
+                    self._market_trade(trade.timestamp, trade.price, trade.quantity,
+                                       trade.timestamp + self.feed_latency)
             elif cls is OrderRejected:
                 rejection: OrderRejected = event  # type: ignore[assignment]
                 if rejection.order_id >= STRATEGY_ID_BASE:  # a new order or a change of one
@@ -364,26 +416,32 @@ class Backtest:
         self._own = None
         if fill is None:
             return
-        strategy = self.strategy
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
-        strategy.position += signed
+        self.position += signed
         self.cash -= signed * fill.price
         self.fills.append(fill)
-        strategy.on_fill(fill)
+        self._tell(fill.timestamp + self.response_latency,
+                   functools.partial(self._report_fill, fill, signed))
         # the PnL point of a fill is stamped at the fill, with the last market mid
         mid = self.view.mid if self.view is not None else None
-        self.samples.append((fill.timestamp, strategy.position, self.cash, mid))
+        self.samples.append((fill.timestamp, self.position, self.cash, mid))
 
-    def _market_trade(self, timestamp: int, price: int, quantity: int) -> None:
+    def _report_fill(self, fill: Fill, signed: int) -> None:
+        self.strategy.position += signed
+        self.strategy.on_fill(fill)
+
+    def _market_trade(self, timestamp: int, price: int, quantity: int,
+                      seen: int | None = None) -> None:
         self.market_trades.append((timestamp, price, quantity))
-        self.strategy.on_market_trade(timestamp, price, quantity)
+        self._tell(timestamp if seen is None else seen, functools.partial(
+            self.strategy.on_market_trade, timestamp, price, quantity))
 
     def _sample(self, view: BookView) -> None:
         mid = view.mid
         if mid is not None:
             self.mids.append((view.timestamp, mid))
         if view.timestamp >= self._next_sample:
-            self.samples.append((view.timestamp, self.strategy.position, self.cash, mid))
+            self.samples.append((view.timestamp, self.position, self.cash, mid))
             self._next_sample = view.timestamp + NS
 
 
@@ -450,7 +508,7 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         slippage = float(sign * (average - vwap) / vwap * 10_000)
     points, realized, drawdown = pnl_series(backtest.samples, backtest.fills, spec)
     final_mid = next((mid for *_, mid in reversed(backtest.samples) if mid is not None), None)
-    position = backtest.strategy.position
+    position = backtest.position
     mark = (backtest.cash + position * final_mid) if final_mid is not None else backtest.cash
     paid = fees_paid(fills, spec, fees)
     realized_text = money_value_text(realized, tick * lot)
@@ -458,7 +516,9 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
     places = Decimal("0.0001")
     return BacktestResult(
         strategy=strategy_name, symbol=spec.symbol, parameters=parameters,
-        latency_us=backtest.latency // 1000, start=start, end=end, fills=len(fills),
+        latency_us=backtest.latency // 1000,
+        response_latency_us=backtest.response_latency // 1000,
+        feed_latency_us=backtest.feed_latency // 1000, start=start, end=end, fills=len(fills),
         filled_quantity=money_text(filled, lot), average_price=price_text(average, tick),
         arrival_price=price_text(Decimal(arrival) if arrival is not None else None, tick),
         implementation_shortfall_bps=rounded(shortfall), market_vwap=price_text(vwap, tick),
@@ -492,7 +552,8 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        target: int | None = None, side: Side | None = None,
                        translator: Translator | None = None,
                        impact: Impact = "none",
-                       fees: FeeSchedule | None = None) -> BacktestResult:
+                       fees: FeeSchedule | None = None, response_latency_us: int = 0,
+                       feed_latency_us: int = 0) -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
     `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
@@ -501,7 +562,7 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
     exchange.start()
     try:
         backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator,
-                            impact)
+                            impact, response_latency_us, feed_latency_us)
         iterator = iter(records)
         if seed_levels:
             first = next(iterator)
@@ -523,7 +584,8 @@ class BacktestEngine:
                  strategy: BaseStrategy, latency_us: int = 0,
                  seed_levels: list[tuple[Side, int, int]] | None = None,
                  format: str = "lobster", impact: Impact = "none",
-                 fees: FeeSchedule | None = None) -> None:
+                 fees: FeeSchedule | None = None, response_latency_us: int = 0,
+                 feed_latency_us: int = 0) -> None:
         if isinstance(data, str | os.PathLike):
             data = read_records(format, data, spec)
         self.records = data
@@ -534,6 +596,8 @@ class BacktestEngine:
         self.translator = Translator.for_format(format)
         self.impact = impact
         self.fees = fees
+        self.response_latency_us = response_latency_us
+        self.feed_latency_us = feed_latency_us
 
     def run(self) -> BacktestResult:
         """Run to completion (starts its own event loop)."""
@@ -542,4 +606,6 @@ class BacktestEngine:
         return asyncio.run(run_backtest(
             self.records, self.spec, self.strategy, latency_us=self.latency_us,
             seed_levels=self.seed_levels, target=target, side=side,
-            translator=self.translator, impact=self.impact, fees=self.fees))
+            translator=self.translator, impact=self.impact, fees=self.fees,
+            response_latency_us=self.response_latency_us,
+            feed_latency_us=self.feed_latency_us))

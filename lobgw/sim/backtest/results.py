@@ -36,6 +36,8 @@ class BacktestResult(msgspec.Struct):
     symbol: str
     parameters: dict[str, str]
     latency_us: int
+    response_latency_us: int
+    feed_latency_us: int
     start: int | None
     end: int | None
     fills: int

@@ -54,6 +54,9 @@ class MarketRecord(msgspec.Struct, frozen=True, gc=False):
     """For PRINT: the record is the aggressor's side of a trade (Databento T)."""
     error: str | None = None
     """For INVALID: why the row could not be read."""
+    received: int | None = None
+    """When the data's recorder received the row (Databento `ts_recv`), where the format
+    says: what a feed-latency model starts from."""
 
 
 def bad_row(path: Path, line: int, reason: str, skip: bool) -> MarketRecord:

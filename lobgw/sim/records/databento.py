@@ -89,7 +89,9 @@ def read_databento(path: PathLike, spec: InstrumentSpec | None = None,
                 ("ts_event", "action", "side", "price", "size", "order_id"))
         except ValueError as missing:
             raise BadRowError(path, 1, f"header: missing column ({missing})") from None
-        last = max(ts_at, action_at, side_at, price_at, size_at, id_at) + 1  # fields to split
+        recv_at = header.index("ts_recv") if "ts_recv" in header else None
+        last = max(ts_at, action_at, side_at, price_at, size_at, id_at,
+                   -1 if recv_at is None else recv_at) + 1  # fields to split
         actions, sides = _DATABENTO_ACTIONS, _DATABENTO_SIDES
         gtc = TimeInForce.GTC
         clear, none, add, modify, trade = Kind.CLEAR, Kind.NONE, Kind.ADD, Kind.MODIFY, Kind.PRINT
@@ -109,20 +111,10 @@ def read_databento(path: PathLike, spec: InstrumentSpec | None = None,
                 side_code = row[side_at]
                 if kind is None or side_code not in sides:  # perhaps padded: check strictly
                     kind, side_code = _databento_codes(row[action_at], side_code)
-                stamp = row[ts_at]
-                # the common form, 2025-09-24 19:30:00.000860311+00:00, without parsing
-                fraction = stamp[20:29]
-                if len(stamp) == 35 and stamp[29:] == "+00:00" and stamp[19] == "." \
-                        and fraction.isdigit():
-                    base = seconds.get(stamp[:19])
-                    if base is None:
-                        base = seconds[stamp[:19]] = (_whole_seconds(stamp[:19], "+00:00")
-                                                      * 1_000_000_000)
-                    ts = base + int(fraction)
-                else:
-                    ts = iso_to_ns(stamp)
+                ts = _epoch_ns(row[ts_at], seconds)
+                received = None if recv_at is None else _epoch_ns(row[recv_at], seconds)
                 if kind is clear or kind is none:
-                    yield MarketRecord(line, ts, kind)
+                    yield MarketRecord(line, ts, kind, received=received)
                     continue
                 text = row[price_at]
                 if text in prices:
@@ -138,10 +130,22 @@ def read_databento(path: PathLike, spec: InstrumentSpec | None = None,
                     raise ValueError(f"{row[action_at].strip()} needs a side, a price and a "
                                      "positive size")
                 record = MarketRecord(line, ts, kind, int(row[id_at]), side, price, size, gtc,
-                                      False, None, kind is trade)
+                                      False, None, kind is trade, received=received)
             except (ValueError, IndexError, InvalidOperation, InputError) as error:
                 record = bad_row(path, line, f"unparseable: {error}", skip_bad)
             yield record
+
+
+def _epoch_ns(stamp: str, seconds: dict[str, int]) -> int:
+    """A Databento timestamp as epoch ns: the common form, 2025-09-24 19:30:00.000860311
+    +00:00, without parsing (whole seconds cached in `seconds`), any other ISO form parsed."""
+    fraction = stamp[20:29]
+    if len(stamp) == 35 and stamp[29:] == "+00:00" and stamp[19] == "." and fraction.isdigit():
+        base = seconds.get(stamp[:19])
+        if base is None:
+            base = seconds[stamp[:19]] = _whole_seconds(stamp[:19], "+00:00") * 1_000_000_000
+        return base + int(fraction)
+    return iso_to_ns(stamp)
 
 
 def _csv_fields(text: str) -> list[str]:
