@@ -459,3 +459,30 @@ def test_feed_latency_starts_from_databento_ts_recv(tmp_path: Path) -> None:
     base = 1758742200 * S  # 2025-09-24 19:30:00 UTC
     assert strategy.seen == [(base + 900_000 + 100_000, base + 500_000),
                              (base + S + 200_000 + 100_000, base + S)]
+
+
+def test_a_latency_table_interpolates_and_refuses_bad_rows(tmp_path: Path) -> None:
+    from lobgw.sim.backtest.latency import LatencyTable, read_latency_file
+
+    table = LatencyTable([(2 * S, 3_000, 30), (0, 1_000, 10)])
+    assert [table.at(t) for t in (-S, 0, S, 2 * S, 9 * S)] == [
+        (1_000, 10), (1_000, 10), (2_000, 20), (3_000, 30), (3_000, 30)]
+    path = tmp_path / "lat.csv"
+    path.write_text("time,entry_us,response_us\n0,500,50\n2.5,1500,150\n")
+    assert read_latency_file(path).at(1_250_000_000) == (1_000_000, 100_000)
+    for body, reason in (("time,entry,response\n", "the header must be"),
+                         ("time,entry_us,response_us\n0,-5,1\n", ":2: entry_us -5 is negative"),
+                         ("time,entry_us,response_us\n0,1,x\n", ":2: response_us 'x' is not"),
+                         ("time,entry_us,response_us\nnoon,1,1\n", ":2: time 'noon' is neither")):
+        path.write_text(body)
+        with pytest.raises(ValueError, match=reason):
+            read_latency_file(path)
+
+
+async def test_entry_latency_follows_the_table() -> None:
+    from lobgw.sim.backtest.latency import LatencyTable
+
+    strategy = Clocked(SELL, 2, 100)
+    table = LatencyTable([(0, S // 2, 0), (2 * S, 3 * S // 2, 0)])  # 1 s at t = 1 s
+    result = await run_backtest(LATE, SPEC, strategy, latency_table=table)
+    assert [f.timestamp for f in result.fill_list] == [2 * S]  # decided at 1 s, +1 s

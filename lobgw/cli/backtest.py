@@ -16,6 +16,7 @@ from lobgw.book import FeeSchedule
 from lobgw.cli.common import configured_fees, data_and_spec
 from lobgw.errors import BadRowError, ConfigError, InputError
 from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
+from lobgw.sim.backtest.latency import read_latency_file
 from lobgw.sim.records import read_lobster_book_row, read_records
 from lobgw.sim.translate import Translator
 
@@ -69,6 +70,9 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feed-latency-us", type=_latency, default=0,
                         help="data-time delay before the strategy sees market data, after the "
                              "data's own receive time where it has one (Databento ts_recv)")
+    parser.add_argument("--latency-file", type=Path,
+                        help="measured latencies: CSV time,entry_us,response_us (time in the "
+                             "data's clock), interpolated; instead of the two constants")
     parser.add_argument("--fees", type=parse_fees, metavar="KEY=VALUE,...",
                         help="fee schedule: maker_bps, taker_bps (of notional), "
                              "maker_per_unit, taker_per_unit; negative = rebate (default: the "
@@ -106,6 +110,13 @@ def backtest_command(args: argparse.Namespace) -> int:
             print("lobgw backtest: --plot needs matplotlib (pip install 'lobgw[plot]')",
                   file=sys.stderr)
             return 2
+    table = None
+    if args.latency_file is not None:
+        try:
+            table = read_latency_file(args.latency_file)
+        except (OSError, ValueError) as error:
+            print(f"lobgw backtest: --latency-file: {error}", file=sys.stderr)
+            return 2
     seed = read_lobster_book_row(args.initial_book, 1, spec) if args.initial_book else None
     records = read_records(args.format, path, spec)
     try:
@@ -115,7 +126,7 @@ def backtest_command(args: argparse.Namespace) -> int:
             translator=Translator.for_format(args.format), impact=args.impact,
             fees=args.fees or configured_fees(spec.symbol, args.config),
             response_latency_us=args.response_latency_us,
-            feed_latency_us=args.feed_latency_us))
+            feed_latency_us=args.feed_latency_us, latency_table=table))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

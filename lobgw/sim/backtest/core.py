@@ -48,6 +48,7 @@ from lobgw.book.events import Event, OrderRejected, TradeExecuted
 from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
 from lobgw.orders import ExecutionKind, Fill, OrderState, OrderTracker
+from lobgw.sim.backtest.latency import LatencyTable
 from lobgw.sim.backtest.results import (
     NS,
     BacktestResult,
@@ -156,7 +157,7 @@ class BaseStrategy:
                               else OrderType.MARKET,
                               time_in_force=time_in_force, post_only=post_only,
                               stp=SelfTradePrevention.CANCEL_TAKER,
-                              timestamp=backtest.now + backtest.latency)
+                              timestamp=backtest.now + backtest.entry_latency())
         self.orders.expect(OrderState.submitted(backtest.spec.symbol, command))
         self.orders_sent += 1
         backtest.schedule(command)
@@ -167,13 +168,13 @@ class BaseStrategy:
         backtest = self._require()
         self.amends_sent += 1
         backtest.schedule(AmendOrder(order_id, quantity=quantity, price=price,
-                                     timestamp=backtest.now + backtest.latency))
+                                     timestamp=backtest.now + backtest.entry_latency()))
 
     def cancel(self, order_id: int) -> None:
         """Cancel an open order."""
         backtest = self._require()
         self.cancels_sent += 1
-        backtest.schedule(CancelOrder(order_id, backtest.now + backtest.latency))
+        backtest.schedule(CancelOrder(order_id, backtest.now + backtest.entry_latency()))
 
     def cancel_all(self) -> None:
         """Cancel every order in flight or in the book."""
@@ -196,7 +197,10 @@ class Backtest:
 
     def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
                  translator: Translator | None = None, impact: Impact = "none",
-                 response_latency_us: int = 0, feed_latency_us: int = 0) -> None:
+                 response_latency_us: int = 0, feed_latency_us: int = 0,
+                 latency_table: LatencyTable | None = None) -> None:
+        self.latency_table = latency_table
+        """Measured entry and response latencies over time (instead of the constants)."""
         for name, value in (("latency_us", latency_us),
                             ("response_latency_us", response_latency_us),
                             ("feed_latency_us", feed_latency_us)):
@@ -240,6 +244,18 @@ class Backtest:
         self.first_view: BookView | None = None
         self.started_at: int | None = None
 
+    def entry_latency(self) -> int:
+        """Entry latency (ns) for a decision now."""
+        if self.latency_table is None:
+            return self.latency
+        return self.latency_table.at(self.now)[0]
+
+    def response_latency_at(self, time: int) -> int:
+        """Response latency (ns) for a fill at `time`."""
+        if self.latency_table is None:
+            return self.response_latency
+        return self.latency_table.at(time)[1]
+
     def next_order_id(self) -> int:
         """A strategy order id (never collides with historical ids)."""
         self._order_ids += 1
@@ -274,12 +290,14 @@ class Backtest:
             self._tell(seen, functools.partial(self._show, view))
             self._sample(view)
         if self.view is not None:
-            horizon = max([self.now + self.latency + self.response_latency + self.feed_latency]
+            entry, response = (self.latency_table.most if self.latency_table is not None
+                               else (self.latency, self.response_latency))
+            horizon = max([self.now + entry + response + self.feed_latency]
                           + [when for when, _, _ in self._deliveries])  # all it was to see
             await self._catch_up(horizon)
-            self.now = max(self.now, horizon - self.latency)
+            self.now = max(self.now, horizon - entry)
             self.strategy.on_end(self.view)
-            await self._catch_up(horizon + self.latency + self.response_latency + 1)
+            await self._catch_up(horizon + entry + response + 1)
 
     def _seen_at(self, record: MarketRecord) -> int:
         """When the strategy sees `record`: its receive time (or its time) plus the feed
@@ -420,7 +438,7 @@ class Backtest:
         self.position += signed
         self.cash -= signed * fill.price
         self.fills.append(fill)
-        self._tell(fill.timestamp + self.response_latency,
+        self._tell(fill.timestamp + self.response_latency_at(fill.timestamp),
                    functools.partial(self._report_fill, fill, signed))
         # the PnL point of a fill is stamped at the fill, with the last market mid
         mid = self.view.mid if self.view is not None else None
@@ -553,7 +571,8 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        translator: Translator | None = None,
                        impact: Impact = "none",
                        fees: FeeSchedule | None = None, response_latency_us: int = 0,
-                       feed_latency_us: int = 0) -> BacktestResult:
+                       feed_latency_us: int = 0,
+                       latency_table: LatencyTable | None = None) -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
     `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
@@ -562,7 +581,7 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
     exchange.start()
     try:
         backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator,
-                            impact, response_latency_us, feed_latency_us)
+                            impact, response_latency_us, feed_latency_us, latency_table)
         iterator = iter(records)
         if seed_levels:
             first = next(iterator)
@@ -585,7 +604,7 @@ class BacktestEngine:
                  seed_levels: list[tuple[Side, int, int]] | None = None,
                  format: str = "lobster", impact: Impact = "none",
                  fees: FeeSchedule | None = None, response_latency_us: int = 0,
-                 feed_latency_us: int = 0) -> None:
+                 feed_latency_us: int = 0, latency_table: LatencyTable | None = None) -> None:
         if isinstance(data, str | os.PathLike):
             data = read_records(format, data, spec)
         self.records = data
@@ -598,6 +617,7 @@ class BacktestEngine:
         self.fees = fees
         self.response_latency_us = response_latency_us
         self.feed_latency_us = feed_latency_us
+        self.latency_table = latency_table
 
     def run(self) -> BacktestResult:
         """Run to completion (starts its own event loop)."""
@@ -608,4 +628,4 @@ class BacktestEngine:
             seed_levels=self.seed_levels, target=target, side=side,
             translator=self.translator, impact=self.impact, fees=self.fees,
             response_latency_us=self.response_latency_us,
-            feed_latency_us=self.feed_latency_us))
+            feed_latency_us=self.feed_latency_us, latency_table=self.latency_table))
