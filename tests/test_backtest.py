@@ -115,7 +115,7 @@ async def test_twap_slices_evenly_and_finishes() -> None:
     result = await run_backtest(steady_book(120), SPEC, twap, target=100, side=BUY,
                                 strategy_name="twap")
     assert result.fills == 10
-    assert [f.quantity for f in result.fill_list] == [10] * 10
+    assert [f.quantity for f in result.fill_list] == ["10"] * 10
     assert [f.timestamp // S for f in result.fill_list] == list(range(0, 100, 10))
     assert result.filled_quantity == "100" and result.average_price == "105"
     assert result.fill_ratio == 1.0
@@ -153,7 +153,7 @@ async def test_vwap_lookahead_run_trades_where_the_volume_is() -> None:
     records.sort(key=lambda r: r.timestamp)
     vwap = Vwap(BUY, 100, 0, 40 * S, 4, lookahead_volumes=[10, 30, 40, 20])
     result = await run_backtest(records, SPEC, vwap, target=100, side=BUY)
-    assert [f.quantity for f in result.fill_list] == [10, 30, 40, 20]
+    assert [f.quantity for f in result.fill_list] == ["10", "30", "40", "20"]
     assert result.market_vwap == "103"
     assert result.details["profile"] == "look-ahead"
 
@@ -202,6 +202,13 @@ def test_backtest_command_writes_results_and_a_plot(tmp_path: Path) -> None:
     assert process.returncode == 0, process.stderr
     result = msgspec.json.decode(out.read_bytes(), type=BacktestResult)
     assert result.strategy == "twap" and result.orders_sent == 5
+    # one unit convention: ns since the epoch and ISO-8601 (LOBSTER's date from the file
+    # name, 09:30 New York = 13:30 UTC in June), decimal strings in the symbol's units
+    assert result.start_time is not None and result.start_time.startswith("2012-06-21T13:30:")
+    first = result.fill_list[0]
+    assert first.timestamp // S >= 1_340_251_200 + 34_200 and first.time.startswith("2012-06-21T")
+    assert Decimal(first.price) > 100 and first.time.endswith("Z")
+    assert result.pnl[0].time.startswith("2012-06-21T13:30:")
     assert "implementation shortfall (bps)" in process.stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = subprocess.run(
@@ -324,7 +331,8 @@ async def test_maker_rebates_and_taker_fees_in_net_pnl() -> None:
     assert Decimal(maker.net_mark_to_mid_pnl) == Decimal(maker.mark_to_mid_pnl) + Decimal("0.052")
     assert Decimal(maker.net_realized_pnl) == Decimal(maker.realized_pnl) + Decimal("0.052")
     taker = await run_backtest(THROUGH, SPEC, Watcher(SELL, 2, 100), fees=schedule)
-    assert [(f.price, f.quantity, f.liquidity) for f in taker.fill_list] == [(100, 2, "TAKER")]
+    assert [(f.price, f.quantity, f.liquidity) for f in taker.fill_list] == [
+        ("100", "2", "TAKER")]
     assert taker.fees_paid == "0.1000"  # 5 bps of 200
     untaxed = await run_backtest(THROUGH, SPEC, Watcher(SELL, 2, 100))
     assert (untaxed.fees_paid, untaxed.fee_schedule) == ("0.0000", None)
@@ -378,7 +386,7 @@ async def test_a_schedule_catches_up_by_the_end_when_the_data_goes_quiet() -> No
     # working order is cancelled and, once that is confirmed (the next row, so nothing can
     # fill twice), the remaining 80 go in one immediate-or-cancel order at the far touch
     assert [(f.quantity, f.timestamp // S) for f in result.fill_list] == [
-        (10, 0), (10, 10), (80, 101)]
+        ("10", 0), ("10", 10), ("80", 101)]
     assert result.details["catch_up_quantity"] == 80
     assert result.details["finished_on_time"] is True
     assert result.details["incomplete_reason"] is None
@@ -428,7 +436,7 @@ async def test_feed_latency_delays_what_the_strategy_sees() -> None:
     assert strategy.seen[:3] == [(2 * S + half, 1 * S), (3 * S + half, 2 * S),
                                  (4 * S + half, 3 * S)]
     # it decided on the first view at 2.5 s, so it trades then, not at 1 s
-    assert [(f.timestamp, f.price) for f in result.fill_list] == [(2 * S + half, 100)]
+    assert [(f.timestamp, f.price) for f in result.fill_list] == [(2 * S + half, "100")]
     assert result.feed_latency_us == 1_500_000
 
 

@@ -16,6 +16,7 @@ from lobgw.book import FeeSchedule
 from lobgw.cli.common import configured_fees, data_and_spec
 from lobgw.errors import BadRowError, ConfigError, InputError
 from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
+from lobgw.sim.backtest.core import epoch_offset
 from lobgw.sim.backtest.latency import read_latency_file
 from lobgw.sim.records import read_lobster_book_row, read_records
 from lobgw.sim.translate import Translator
@@ -126,7 +127,8 @@ def backtest_command(args: argparse.Namespace) -> int:
             translator=Translator.for_format(args.format), impact=args.impact,
             fees=args.fees or configured_fees(spec.symbol, args.config),
             response_latency_us=args.response_latency_us,
-            feed_latency_us=args.feed_latency_us, latency_table=table))
+            feed_latency_us=args.feed_latency_us, latency_table=table,
+            epoch_offset=epoch_offset(args.format, path)))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)

@@ -53,6 +53,8 @@ from lobgw.sim.backtest.results import (
     NS,
     BacktestResult,
     fees_paid,
+    fill_reports,
+    iso_time,
     markout,
     money_text,
     money_value_text,
@@ -60,7 +62,7 @@ from lobgw.sim.backtest.results import (
     price_text,
     rounded,
 )
-from lobgw.sim.records import Kind, MarketRecord, PathLike, read_records
+from lobgw.sim.records import Kind, MarketRecord, PathLike, lobster_epoch_offset, read_records
 from lobgw.sim.translate import Translator
 
 STRATEGY_ACCOUNT = "strategy"
@@ -497,8 +499,9 @@ def _market_best(book: BookReader, side: Side, own: dict[int, list[int]]
 
 def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, str],
                  target: int | None, side: Side | None,
-                 fees: FeeSchedule | None = None) -> BacktestResult:
-    """Compute the report from a finished backtest (`fees` charged on every fill)."""
+                 fees: FeeSchedule | None = None, epoch_offset: int = 0) -> BacktestResult:
+    """Compute the report from a finished backtest (`fees` charged on every fill; data time
+    + `epoch_offset` is ns since the epoch)."""
     spec = backtest.spec
     tick, lot = spec.tick_size, spec.lot_size
     fills = backtest.fills
@@ -524,7 +527,8 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         shortfall = float(sign * (average - Decimal(arrival)) / Decimal(arrival) * 10_000)
     if sign is not None and average is not None and vwap:
         slippage = float(sign * (average - vwap) / vwap * 10_000)
-    points, realized, drawdown = pnl_series(backtest.samples, backtest.fills, spec)
+    points, realized, drawdown = pnl_series(backtest.samples, backtest.fills, spec,
+                                            epoch_offset)
     final_mid = next((mid for *_, mid in reversed(backtest.samples) if mid is not None), None)
     position = backtest.position
     mark = (backtest.cash + position * final_mid) if final_mid is not None else backtest.cash
@@ -536,7 +540,11 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         strategy=strategy_name, symbol=spec.symbol, parameters=parameters,
         latency_us=backtest.latency // 1000,
         response_latency_us=backtest.response_latency // 1000,
-        feed_latency_us=backtest.feed_latency // 1000, start=start, end=end, fills=len(fills),
+        feed_latency_us=backtest.feed_latency // 1000,
+        start=None if start is None else start + epoch_offset,
+        end=None if end is None else end + epoch_offset,
+        start_time=None if start is None else iso_time(start + epoch_offset),
+        end_time=None if end is None else iso_time(end + epoch_offset), fills=len(fills),
         filled_quantity=money_text(filled, lot), average_price=price_text(average, tick),
         arrival_price=price_text(Decimal(arrival) if arrival is not None else None, tick),
         implementation_shortfall_bps=rounded(shortfall), market_vwap=price_text(vwap, tick),
@@ -558,7 +566,8 @@ def build_result(backtest: Backtest, strategy_name: str, parameters: dict[str, s
         markouts_per_share_bps={f"{h}s": rounded(markout(backtest.mids, backtest.fills, h,
                                                          per_share=True))
                                 for h in (1, 10, 60)},
-        pnl=points, fill_list=fills, translation=backtest.translator.stats,
+        pnl=points, fill_list=fill_reports(fills, spec, epoch_offset),
+        translation=backtest.translator.stats,
         details=backtest.strategy.describe())
 
 
@@ -572,7 +581,8 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        impact: Impact = "none",
                        fees: FeeSchedule | None = None, response_latency_us: int = 0,
                        feed_latency_us: int = 0,
-                       latency_table: LatencyTable | None = None) -> BacktestResult:
+                       latency_table: LatencyTable | None = None,
+                       epoch_offset: int = 0) -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
     `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
@@ -590,7 +600,15 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
     finally:
         await exchange.stop()
     return build_result(backtest, strategy_name or strategy.name, parameters or {}, target,
-                        side, fees)
+                        side, fees, epoch_offset)
+
+
+def epoch_offset(format: str, path: PathLike) -> int:
+    """What to add to the format's timestamps for ns since the epoch: LOBSTER counts from
+    midnight (New York) of the date in the file name; the others count from the epoch."""
+    if format == "lobster":
+        return lobster_epoch_offset(path) or 0
+    return 0
 
 
 class BacktestEngine:
@@ -605,7 +623,9 @@ class BacktestEngine:
                  format: str = "lobster", impact: Impact = "none",
                  fees: FeeSchedule | None = None, response_latency_us: int = 0,
                  feed_latency_us: int = 0, latency_table: LatencyTable | None = None) -> None:
+        self.epoch_offset = 0
         if isinstance(data, str | os.PathLike):
+            self.epoch_offset = epoch_offset(format, data)
             data = read_records(format, data, spec)
         self.records = data
         self.spec = spec
@@ -628,4 +648,5 @@ class BacktestEngine:
             seed_levels=self.seed_levels, target=target, side=side,
             translator=self.translator, impact=self.impact, fees=self.fees,
             response_latency_us=self.response_latency_us,
-            feed_latency_us=self.feed_latency_us, latency_table=self.latency_table))
+            feed_latency_us=self.feed_latency_us, latency_table=self.latency_table,
+            epoch_offset=self.epoch_offset))

@@ -19,11 +19,10 @@ def plot_result(result: BacktestResult, spec: InstrumentSpec, path: Path) -> Non
     start = result.start or 0
     seconds = [(p.timestamp - start) / NS for p in result.pnl]
     figure, (prices, inventory, pnl) = plt.subplots(3, 1, figsize=(11, 8), sharex=True)
-    tick = float(spec.tick_size)
     for side, marker, colour in ((Side.BUY, "^", "tab:green"), (Side.SELL, "v", "tab:red")):
         fills = [f for f in result.fill_list if f.side is side]
         prices.scatter([(f.timestamp - start) / NS for f in fills],
-                       [f.price * tick for f in fills], marker=marker, s=14, color=colour,
+                       [float(f.price) for f in fills], marker=marker, s=14, color=colour,
                        label=f"{side.value.lower()} fills")
     if result.arrival_price is not None:
         prices.axhline(float(result.arrival_price), color="grey", linewidth=0.8,

@@ -6,6 +6,7 @@ Same inputs, same result: the result JSON is byte-identical between runs.
 from __future__ import annotations
 
 import bisect
+import datetime
 import math
 from collections.abc import Sequence
 from decimal import Decimal
@@ -21,12 +22,34 @@ NS = 1_000_000_000
 
 
 class PnlPoint(msgspec.Struct, frozen=True, array_like=True):
-    """[timestamp, position, realized, mark_to_mid] (money in price units)."""
+    """[timestamp, position, realized, mark_to_mid, time] (money in price units; the
+    timestamp in ns since the epoch, `time` the same as ISO-8601 UTC)."""
 
     timestamp: int
     position: str
     realized: str
     mark_to_mid: str
+    time: str = ""
+
+
+class FillReport(msgspec.Struct, frozen=True):
+    """One strategy fill in the result's units: decimal strings in the symbol's units, the
+    time as ns since the epoch and as ISO-8601 UTC."""
+
+    order_id: int
+    side: Side
+    price: str
+    quantity: str
+    liquidity: str
+    timestamp: int
+    time: str
+
+
+def iso_time(ns: int) -> str:
+    """ns since the epoch as ISO-8601 UTC with all nine digits (`...T13:30:00.000000001Z`)."""
+    seconds, fraction = divmod(ns, 1_000_000_000)
+    moment = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
+    return f"{moment:%Y-%m-%dT%H:%M:%S}.{fraction:09d}Z"
 
 
 class BacktestResult(msgspec.Struct):
@@ -39,7 +62,10 @@ class BacktestResult(msgspec.Struct):
     response_latency_us: int
     feed_latency_us: int
     start: int | None
+    """ns since the epoch (LOBSTER: from the date in the file name, New York time)."""
     end: int | None
+    start_time: str | None
+    end_time: str | None
     fills: int
     filled_quantity: str
     average_price: str | None
@@ -76,7 +102,7 @@ class BacktestResult(msgspec.Struct):
     markouts_per_share_bps: dict[str, float | None]
     """The same weighted by each fill's quantity."""
     pnl: list[PnlPoint]
-    fill_list: list[Fill]
+    fill_list: list[FillReport]
     translation: TranslationStats
     details: dict[str, object]
 
@@ -121,9 +147,10 @@ Sample = tuple[int, int, int, float | None]
 """(timestamp, position in lots, cash in tick-lots, mid in ticks)."""
 
 
-def pnl_series(samples: Sequence[Sample], fills: Sequence[Fill], spec: InstrumentSpec
-               ) -> tuple[list[PnlPoint], float, float]:
-    """Realized (average cost) and mark-to-mid PnL at each sample; max drawdown of the latter."""
+def pnl_series(samples: Sequence[Sample], fills: Sequence[Fill], spec: InstrumentSpec,
+               epoch_offset: int = 0) -> tuple[list[PnlPoint], float, float]:
+    """Realized (average cost) and mark-to-mid PnL at each sample; max drawdown of the latter.
+    Points are stamped in ns since the epoch (data time + `epoch_offset`)."""
     money = spec.tick_size * spec.lot_size
     fills = sorted(fills, key=lambda f: f.timestamp)
     position = 0
@@ -156,9 +183,20 @@ def pnl_series(samples: Sequence[Sample], fills: Sequence[Fill], spec: Instrumen
         mark = cash if last_mid is None else cash + held * last_mid
         peak = max(peak, mark)
         drawdown = max(drawdown, peak - mark)
-        points.append(PnlPoint(ts, money_text(held, spec.lot_size),
-                               money_value_text(realized, money), money_value_text(mark, money)))
+        points.append(PnlPoint(ts + epoch_offset, money_text(held, spec.lot_size),
+                               money_value_text(realized, money), money_value_text(mark, money),
+                               iso_time(ts + epoch_offset)))
     return points, realized, drawdown
+
+
+def fill_reports(fills: Sequence[Fill], spec: InstrumentSpec, epoch_offset: int
+                 ) -> list[FillReport]:
+    """The strategy's fills in the result's units."""
+    return [FillReport(fill.order_id, fill.side, price_text(Decimal(fill.price),
+                                                            spec.tick_size) or "",
+                       money_text(fill.quantity, spec.lot_size), str(fill.liquidity),
+                       fill.timestamp + epoch_offset, iso_time(fill.timestamp + epoch_offset))
+            for fill in fills]
 
 
 def markout(mids: Sequence[tuple[int, float]], fills: Sequence[Fill], horizon: int,

@@ -27,6 +27,7 @@ from lobgw.sim.records.lobster import (
     LOBSTER_EMPTY_ASK,
     LOBSTER_EMPTY_BID,
     LOBSTER_PRICE_SCALE,
+    lobster_epoch_offset,
     lobster_factors,
     lobster_spec,
     read_lobster,
@@ -36,7 +37,8 @@ from lobgw.sim.records.lobster import (
 __all__ = [
     "CSV_HEADER", "CSV_OPTIONAL", "FORMATS", "LOBSTER_EMPTY_ASK", "LOBSTER_EMPTY_BID",
     "LOBSTER_PRICE_SCALE", "BadRowError", "Kind", "MarketRecord", "PathLike", "bad_row",
-    "data_time_range", "databento_spec", "databento_tick", "iso_to_ns", "lobster_factors",
+    "data_time_range", "databento_spec", "databento_tick", "iso_to_ns", "lobster_epoch_offset",
+    "lobster_factors",
     "lobster_spec", "natural_spec", "read_csv", "read_databento", "read_lobster",
     "read_lobster_book_row", "read_records",
 ]

@@ -8,6 +8,9 @@ direction (1 buy, -1 sell), optionally an MPID. Types: 1 add, 2 partial cancel, 
 from __future__ import annotations
 
 import csv
+import datetime
+import re
+import zoneinfo
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -129,3 +132,21 @@ def _is_number(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+_DATE_IN_NAME = re.compile(r"(?:^|_)(\d{4}-\d{2}-\d{2})(?:_|$)")
+LOBSTER_ZONE = "America/New_York"
+"""LOBSTER's times are seconds after midnight, exchange (New York) time."""
+
+
+def lobster_epoch_offset(path: PathLike) -> int | None:
+    """ns since the epoch of midnight (New York) on the date in a LOBSTER file's name
+    (`AMZN_2012-06-21_34200000_57600000_message_1.csv`); None when the name has no date.
+    Adding it to a LOBSTER timestamp gives ns since the epoch."""
+    found = _DATE_IN_NAME.search(Path(path).stem)
+    if found is None:
+        return None
+    day = datetime.date.fromisoformat(found.group(1))
+    midnight = datetime.datetime(day.year, day.month, day.day,
+                                 tzinfo=zoneinfo.ZoneInfo(LOBSTER_ZONE))
+    return int(midnight.timestamp()) * 1_000_000_000
