@@ -289,7 +289,7 @@ async def test_negative_latency_is_refused() -> None:
     ("twap", "slices=0", "slices=0: must be at least 1"),
     ("twap", "side=HOLD", "side='HOLD': not one of BUY, SELL"),
     ("twap", "start=999999", "start=999999: at or after the data's end (the data spans 0 to"),
-    ("vwap", "profile=lookahed", "profile=lookahed: not u-shape, causal, lookahead or a"),
+    ("vwap", "profile=lookahed", "profile=lookahed: not u-shape, causal, history, lookahead"),
     ("mm", "half_spread=x", "half_spread='x': not a whole number"),
     ("mm", "reference=last", "reference='last': not one of mid, micro"),
     ("mm", "size=NaN", "size='NaN': not a decimal number"),
@@ -494,3 +494,33 @@ async def test_entry_latency_follows_the_table() -> None:
     table = LatencyTable([(0, S // 2, 0), (2 * S, 3 * S // 2, 0)])  # 1 s at t = 1 s
     result = await run_backtest(LATE, SPEC, strategy, latency_table=table)
     assert [f.timestamp for f in result.fill_list] == [2 * S]  # decided at 1 s, +1 s
+
+
+def test_vwap_profile_from_other_days_at_the_same_time_of_day(tmp_path: Path) -> None:
+    from lobgw.sim.backtest import build_strategy
+
+    def day(name: str, rows: list[str]) -> Path:
+        path = tmp_path / name
+        path.write_text("".join(f"{row}\n" for row in rows))
+        return path
+
+    # time, type (1 add, 4 execute), order id, size, price x 10000, direction (1 buy)
+    today = day("T_2012-06-22_message_1.csv", ["34200.0,1,1,100,1000000,1",
+                                               "34200.0,1,2,100,1010000,-1",
+                                               "34203.0,1,3,1,990000,1"])
+    monday = day("T_2012-06-18_message_1.csv", ["34200.1,1,1,100,1000000,1",
+                                                "34200.5,4,1,30,1000000,1",
+                                                "34201.5,4,1,10,1000000,1"])
+    tuesday = day("T_2012-06-19_message_1.csv", ["34200.1,1,1,100,1000000,1",
+                                                 "34200.2,4,1,10,1000000,1",
+                                                 "34201.7,4,1,50,1000000,1"])
+    spec = lobster_spec("T")
+    vwap, _, _ = build_strategy("vwap", {"side": "BUY", "quantity": "100", "slices": "2",
+                                         "end": "2"}, spec, "lobster", today,
+                                [monday, tuesday])
+    assert isinstance(vwap, Vwap) and vwap.profile == [40, 60]  # 30 + 10, then 10 + 50
+    assert vwap.describe()["profile"] == "history (2 day(s))"
+    assert [vwap.target(0, k) for k in range(2)] == [40, 100]
+    with pytest.raises(ValueError, match=r"history .*missing\.csv"):
+        build_strategy("vwap", {"slices": "2", "end": "2"}, spec, "lobster", today,
+                       [tmp_path / "missing.csv"])

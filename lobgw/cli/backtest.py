@@ -74,6 +74,9 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-file", type=Path,
                         help="measured latencies: CSV time,entry_us,response_us (time in the "
                              "data's clock), interpolated; instead of the two constants")
+    parser.add_argument("--history", type=Path, action="append", default=[],
+                        metavar="FILE", help="vwap: another day's data file (repeatable); the "
+                        "profile is their volume at the same time of day")
     parser.add_argument("--fees", type=parse_fees, metavar="KEY=VALUE,...",
                         help="fee schedule: maker_bps, taker_bps (of notional), "
                              "maker_per_unit, taker_per_unit; negative = rebate (default: the "
@@ -97,7 +100,8 @@ def backtest_command(args: argparse.Namespace) -> int:
         return 2
     try:
         params = parse_params(args.param)
-        strategy, target, side = build_strategy(args.strategy, params, spec, args.format, path)
+        strategy, target, side = build_strategy(args.strategy, params, spec, args.format, path,
+                                                args.history)
     except (ConfigError, ValueError, InvalidOperation) as error:
         print(f"lobgw backtest: {error}", file=sys.stderr)
         return 2

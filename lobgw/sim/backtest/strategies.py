@@ -393,9 +393,36 @@ def _choice(params: dict[str, str], key: str, default: str, allowed: tuple[str, 
     return value
 
 
+DAY_NS = 86_400 * NS
+
+
+def history_profile(paths: list[PathLike], fmt: str, spec: InstrumentSpec, start: int,
+                    end: int, slices: int) -> list[float]:
+    """Each slice's share of the traded volume at the same time of day on other days' data
+    (`paths`, the same format): what a desk's VWAP profile is made from."""
+    volumes = [0.0] * slices
+    first, last = start % DAY_NS, end % DAY_NS
+    if last <= first:
+        raise ValueError("the window must lie within one day to use history")
+    for path in paths:
+        try:
+            for record in read_records(fmt, path, spec):
+                if record.kind in (Kind.EXECUTE, Kind.PRINT):
+                    moment = record.timestamp % DAY_NS
+                    if first <= moment < last:
+                        volumes[(moment - first) * slices // (last - first)] += record.quantity
+        except OSError as error:
+            raise ValueError(f"history {path}: {error.strerror or error}") from None
+    if not any(volumes):
+        raise ValueError("the history has no trades in the window's time of day")
+    return volumes
+
+
 def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt: str,
-                   path: PathLike) -> tuple[BaseStrategy, int | None, Side | None]:
-    """The strategy for `--strategy` with its parameters (decimals in the symbol's units)."""
+                   path: PathLike, history: list[PathLike] | None = None
+                   ) -> tuple[BaseStrategy, int | None, Side | None]:
+    """The strategy for `--strategy` with its parameters (decimals in the symbol's units);
+    `history`: other days' data files, for VWAP's profile."""
     known = {"twap": {"side", "quantity", "slices", "start", "end", "limit",
                       "max_participation", "catch_up"},
              "vwap": {"side", "quantity", "slices", "start", "end", "limit", "profile",
@@ -441,10 +468,14 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
     if name == "twap":
         return (Twap(side, quantity, start, end, slices, limit, cap, catch_up), quantity,
                 side)
-    profile_arg = params.get("profile", "u-shape")
+    profile_arg = params.get("profile", "history" if history else "u-shape")
     profile = lookahead = None
     estimate = "u-shape"
-    if profile_arg in ("u-shape", "causal"):
+    if profile_arg == "history":
+        if not history:
+            raise ValueError("profile=history: give other days' files with --history")
+        profile = history_profile(list(history), fmt, spec, start, end, slices)
+    elif profile_arg in ("u-shape", "causal"):
         estimate = profile_arg
     elif profile_arg == "lookahead":
         lookahead = [0] * slices
@@ -456,9 +487,12 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
         try:
             profile = read_profile(Path(profile_arg))
         except OSError as error:
-            raise ValueError(f"profile={profile_arg}: not u-shape, causal, lookahead or a "
-                             f"readable profile file ({error.strerror or error})") from None
+            raise ValueError(f"profile={profile_arg}: not u-shape, causal, history, lookahead "
+                             f"or a readable profile file ({error.strerror or error})"
+                             ) from None
     session = SESSION_NS if fmt == "lobster" else None  # LOBSTER's clock: after midnight
-    return (Vwap(side, quantity, start, end, slices, limit, profile, lookahead,
-                 estimate=estimate, session=session, max_participation=cap,
-                 catch_up=catch_up), quantity, side)
+    vwap = Vwap(side, quantity, start, end, slices, limit, profile, lookahead,
+                estimate=estimate, session=session, max_participation=cap, catch_up=catch_up)
+    if profile_arg == "history":
+        vwap.profile_kind = f"history ({len(history or [])} day(s))"
+    return vwap, quantity, side
