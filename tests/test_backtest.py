@@ -524,3 +524,83 @@ def test_vwap_profile_from_other_days_at_the_same_time_of_day(tmp_path: Path) ->
     with pytest.raises(ValueError, match=r"history .*missing\.csv"):
         build_strategy("vwap", {"slices": "2", "end": "2"}, spec, "lobster", today,
                        [tmp_path / "missing.csv"])
+
+
+QUEUE_ROWS = [  # message rows (only the trades matter on aggregated data) and the vendor's book
+    (add(1 * S, 1, BUY, 100, 10), [(BUY, 100, 10)]),
+    (add(2 * S, 2, SELL, 105, 10), [(BUY, 100, 10), (SELL, 105, 10)]),  # the strategy joins
+    (add(3 * S, 3, BUY, 100, 10), [(BUY, 100, 20), (SELL, 105, 10)]),   # 10 join behind it
+    (add(4 * S, 4, BUY, 99, 1), [(BUY, 100, 12), (SELL, 105, 10)]),     # 8 cancelled
+    (execute(5 * S, 1, BUY, 100, 8), [(BUY, 100, 4), (SELL, 105, 10)]),  # a trade of 8
+    (execute(6 * S, 1, BUY, 100, 3), [(BUY, 100, 1), (SELL, 105, 10)]),  # a trade of 3
+]
+
+
+async def test_queue_models_on_aggregated_levels() -> None:
+    from lobgw.sim.backtest.levels import QueueModel
+
+    records = [record for record, _ in QUEUE_ROWS]
+    levels = [row for _, row in QUEUE_ROWS]
+    fills = {}
+    for kind in ("risk-averse", "probabilistic"):
+        strategy = Watcher(BUY, 5, 100)
+        await run_backtest(records, SPEC, strategy, levels=levels,
+                           queue_model=QueueModel(kind, power=2))
+        fills[kind] = [(f.quantity, f.timestamp // S) for f in strategy.fills_seen]
+        # the book is the vendor's on every row (the strategy's own bid left out)
+        assert [(v.bid, v.bid_size, v.ask) for v in strategy.views] == [
+            (100, size, 105) for size in (10, 20, 12, 4, 1)]
+    # risk-averse: 10 ahead; cancels never ahead; the trade of 8 leaves 2 ahead, the trade
+    # of 3 reaches 1 lot
+    assert fills["risk-averse"] == [(1, 6)]
+    # probabilistic (x^2): the 8 cancelled split by front 10 / back 10: 4 ahead of it, so 6
+    # ahead; the trade of 8 reaches 2, the trade of 3 the other 3
+    assert fills["probabilistic"] == [(2, 5), (3, 6)]
+
+
+async def test_a_level_book_replay_is_the_vendors_book_on_every_row() -> None:
+    from lobgw.sim.records import read_lobster_levels
+
+    class Recorder(BaseStrategy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.views: list[BookView] = []
+
+        def on_market_data(self, view: BookView) -> None:
+            self.views.append(view)
+
+    spec = lobster_spec("AMZN")
+    messages = DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"
+    book = DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_5_subset.csv"
+    recorder = Recorder()
+    await run_backtest(read_lobster(messages, spec), spec, recorder,
+                       levels=read_lobster_levels(book, spec))
+    expected = []
+    for levels in read_lobster_levels(book, spec):
+        bids = [(p, q) for side, p, q in levels if side is BUY]
+        asks = [(p, q) for side, p, q in levels if side is SELL]
+        expected.append((max(bids)[0], max(bids)[1], min(asks)[0], min(asks)[1]))
+    seen = [(v.bid, v.bid_size, v.ask, v.ask_size) for v in recorder.views]
+    assert len(seen) == len(expected) == 1000
+    assert seen == expected  # reset to the vendor's levels: right on every row
+
+
+def test_backtest_command_on_aggregated_levels(tmp_path: Path) -> None:
+    data = DATA / "AMZN_2012-06-21_34200000_57600000_message_5_subset.csv"
+    book = DATA / "AMZN_2012-06-21_34200000_57600000_orderbook_5_subset.csv"
+    base = [sys.executable, "-m", "lobgw", "backtest", "--data", str(data), "--format",
+            "lobster", "--symbol", "AMZN", "--strategy", "mm", "--book-levels", str(book)]
+    fills = {}
+    for model in ("risk-averse", "probabilistic"):
+        out = tmp_path / f"{model}.json"
+        done = subprocess.run([*base, "--queue-model", model, "--out", str(out)],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        fills[model] = msgspec.json.decode(out.read_bytes(), type=BacktestResult).fills
+    assert 0 < fills["risk-averse"] <= fills["probabilistic"]  # cancels can only help it
+    short = tmp_path / "short.csv"
+    short.write_text("".join(book.read_text().splitlines(keepends=True)[:10]))
+    done = subprocess.run([*base[:-1], str(short), "--out", str(tmp_path / "x.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "the book levels end before the messages" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -18,7 +18,8 @@ from lobgw.errors import BadRowError, ConfigError, InputError
 from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
 from lobgw.sim.backtest.core import epoch_offset
 from lobgw.sim.backtest.latency import read_latency_file
-from lobgw.sim.records import read_lobster_book_row, read_records
+from lobgw.sim.backtest.levels import QUEUE_MODELS, QueueModel
+from lobgw.sim.records import read_lobster_book_row, read_lobster_levels, read_records
 from lobgw.sim.translate import Translator
 
 
@@ -77,6 +78,13 @@ def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--history", type=Path, action="append", default=[],
                         metavar="FILE", help="vwap: another day's data file (repeatable); the "
                         "profile is their volume at the same time of day")
+    parser.add_argument("--book-levels", type=Path, metavar="ORDERBOOK_FILE",
+                        help="lobster: back the book with this orderbook file, reset to its "
+                             "levels at every row (aggregated data; see --queue-model)")
+    parser.add_argument("--queue-model", choices=list(QUEUE_MODELS), default="risk-averse",
+                        help="with --book-levels: where a strategy order stands in a level")
+    parser.add_argument("--queue-power", type=float, default=2.0,
+                        help="probabilistic queue model: f(x) = x^power")
     parser.add_argument("--fees", type=parse_fees, metavar="KEY=VALUE,...",
                         help="fee schedule: maker_bps, taker_bps (of notional), "
                              "maker_per_unit, taker_per_unit; negative = rebate (default: the "
@@ -122,6 +130,18 @@ def backtest_command(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as error:
             print(f"lobgw backtest: --latency-file: {error}", file=sys.stderr)
             return 2
+    levels = queue = None
+    if args.book_levels is not None:
+        if args.format != "lobster" or not args.book_levels.exists():
+            print("lobgw backtest: --book-levels: needs --format lobster and an existing "
+                  "orderbook file", file=sys.stderr)
+            return 2
+        try:
+            queue = QueueModel(args.queue_model, args.queue_power)
+        except ValueError as error:
+            print(f"lobgw backtest: --queue-power: {error}", file=sys.stderr)
+            return 2
+        levels = read_lobster_levels(args.book_levels, spec)
     seed = read_lobster_book_row(args.initial_book, 1, spec) if args.initial_book else None
     records = read_records(args.format, path, spec)
     try:
@@ -132,10 +152,13 @@ def backtest_command(args: argparse.Namespace) -> int:
             fees=args.fees or configured_fees(spec.symbol, args.config),
             response_latency_us=args.response_latency_us,
             feed_latency_us=args.feed_latency_us, latency_table=table,
-            epoch_offset=epoch_offset(args.format, path)))
+            epoch_offset=epoch_offset(args.format, path), levels=levels, queue_model=queue))
     except BadRowError as error:
         print(f"lobgw backtest: bad row: {error.path}:{error.line}: {error.reason}",
               file=sys.stderr)
+        return 1
+    except ValueError as error:  # e.g. an orderbook file shorter than the messages
+        print(f"lobgw backtest: {error}", file=sys.stderr)
         return 1
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2) + b"\n")

@@ -49,6 +49,7 @@ from lobgw.book.instrument import FeeSchedule, InstrumentSpec
 from lobgw.book.types import OrderType, SelfTradePrevention, Side, TimeInForce
 from lobgw.orders import ExecutionKind, Fill, OrderState, OrderTracker
 from lobgw.sim.backtest.latency import LatencyTable
+from lobgw.sim.backtest.levels import Level, LevelReset, QueueModel
 from lobgw.sim.backtest.results import (
     NS,
     BacktestResult,
@@ -200,7 +201,14 @@ class Backtest:
     def __init__(self, actor: SymbolActor, strategy: BaseStrategy, latency_us: int = 0,
                  translator: Translator | None = None, impact: Impact = "none",
                  response_latency_us: int = 0, feed_latency_us: int = 0,
-                 latency_table: LatencyTable | None = None) -> None:
+                 latency_table: LatencyTable | None = None,
+                 levels: Iterator[list[Level]] | None = None,
+                 queue_model: QueueModel | None = None) -> None:
+        self.levels = levels
+        """Aggregated data: the vendor's levels after each record (the book is reset to them
+        at every row and strategy fills follow `queue_model`)."""
+        self.reset = LevelReset()
+        self.queue = queue_model or QueueModel()
         self.latency_table = latency_table
         """Measured entry and response latencies over time (instead of the constants)."""
         for name, value in (("latency_us", latency_us),
@@ -281,7 +289,14 @@ class Backtest:
             seen = self._seen_at(record)
             if record.kind is Kind.PRINT and record.price is not None:
                 self._market_trade(record.timestamp, record.price, record.quantity, seen)
-            commands = await self._commands(record)
+            if self.levels is not None:
+                row = next(self.levels, None)
+                if row is None:
+                    raise ValueError(f"the book levels end before the messages (message row "
+                                     f"{record.line})")
+                commands = self._level_commands(record, row, seen)
+            else:
+                commands = await self._commands(record)
             view = await self._apply_row(commands)
             self.view = view
             if self.first_view is None:
@@ -400,6 +415,56 @@ class Backtest:
         self._handle(events)
         return captured[0]
 
+    def _level_commands(self, record: MarketRecord, row: list[Level], seen: int
+                        ) -> list[AnyCommand]:
+        """Aggregated data: the strategy's fills from this row's trade (price priority, then
+        the queue model), the queue model told of the row's other decreases, and the reset
+        of the book to the vendor's levels."""
+        commands: list[AnyCommand] = []
+        timestamp = record.timestamp
+        traded: dict[tuple[Side, int], int] = {}
+        side, price = record.side, record.price
+        if record.kind is Kind.EXECUTE and side is not None and price is not None:
+            self._market_trade(timestamp, price, record.quantity, seen)
+            traded[side, price] = record.quantity
+            commands += self._queue_fills(side, price, record.quantity, timestamp)
+        sizes = {(level_side, level_price): size for level_side, level_price, size in row}
+        for order_id, order in self.strategy.open_orders.items():
+            if order.price is None:
+                continue
+            key = (order.side, order.price)
+            before = self.reset.size(*key)
+            lost = before - sizes.get(key, 0) - traded.get(key, 0)
+            if lost > 0:
+                self.queue.decrease(order_id, lost, before)
+            self.queue.at_most(order_id, sizes.get(key, 0))  # no more ahead than is there
+        return commands + self.reset.commands(row, timestamp)
+
+    def _queue_fills(self, side: Side, price: int, quantity: int, timestamp: int
+                     ) -> list[AnyCommand]:
+        """What a trade of `quantity` at `price` on the resting `side` fills of the strategy's
+        orders: better-priced ones first (best, then oldest), up to the trade's size; then
+        those at its price, as far as their queue position lets it reach them."""
+        sign = 1 if side is Side.BUY else -1
+        mine = sorted(((order.price, order_id, order.remaining)
+                       for order_id, order in self.strategy.open_orders.items()
+                       if order.side is side and order.price is not None
+                       and sign * (order.price - price) >= 0),
+                      key=lambda item: (-sign * item[0], item[1]))
+        commands: list[AnyCommand] = []
+        left = quantity
+        for order_price, order_id, remaining in mine:
+            if order_price != price:
+                fill = min(remaining, left)
+                if fill:
+                    self.through_fills += 1
+                left -= fill
+            else:
+                fill = min(remaining, self.queue.trade(order_id, left))
+            if fill:
+                commands.append(ExecuteOrder(order_id, fill, timestamp))
+        return commands
+
     def _own_orders(self) -> OwnOrders:
         """The strategy's open order ids by side and price (kept until one of its orders
         changes)."""
@@ -432,8 +497,11 @@ class Backtest:
 
     def _changed(self, kind: ExecutionKind, order: OrderState, event: Event,
                  fill: Fill | None) -> None:
-        """The strategy's order tracker saw a change: account for fills."""
+        """The strategy's order tracker saw a change: account for fills (and, on aggregated
+        data, keep the queue model's positions)."""
         self._own = None
+        if self.levels is not None:
+            self._requeue(kind, order, fill)
         if fill is None:
             return
         signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
@@ -445,6 +513,17 @@ class Backtest:
         # the PnL point of a fill is stamped at the fill, with the last market mid
         mid = self.view.mid if self.view is not None else None
         self.samples.append((fill.timestamp, self.position, self.cash, mid))
+
+    def _requeue(self, kind: ExecutionKind, order: OrderState, fill: Fill | None) -> None:
+        if kind in (ExecutionKind.ACCEPTED, ExecutionKind.AMENDED) and order.price is not None:
+            ahead = self.reset.size(order.side, order.price) + sum(
+                other.remaining for other_id, other in self.strategy.open_orders.items()
+                if other_id != order.order_id and other.side is order.side
+                and other.price == order.price and other_id in self.queue.ahead)
+            self.queue.join(order.order_id, ahead)
+        elif kind in (ExecutionKind.CANCELED, ExecutionKind.EXPIRED) or (
+                fill is not None and fill.remaining == 0):
+            self.queue.leave(order.order_id)
 
     def _report_fill(self, fill: Fill, signed: int) -> None:
         self.strategy.position += signed
@@ -582,7 +661,9 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
                        fees: FeeSchedule | None = None, response_latency_us: int = 0,
                        feed_latency_us: int = 0,
                        latency_table: LatencyTable | None = None,
-                       epoch_offset: int = 0) -> BacktestResult:
+                       epoch_offset: int = 0,
+                       levels: Iterable[list[Level]] | None = None,
+                       queue_model: QueueModel | None = None) -> BacktestResult:
     """Run a backtest on an in-process exchange with one symbol; return its result.
 
     `translator` defaults to LOBSTER's and Databento's (see `Translator.for_format`);
@@ -591,7 +672,8 @@ async def run_backtest(records: Iterable[MarketRecord], spec: InstrumentSpec,
     exchange.start()
     try:
         backtest = Backtest(exchange.actor(spec.symbol), strategy, latency_us, translator,
-                            impact, response_latency_us, feed_latency_us, latency_table)
+                            impact, response_latency_us, feed_latency_us, latency_table,
+                            None if levels is None else iter(levels), queue_model)
         iterator = iter(records)
         if seed_levels:
             first = next(iterator)

@@ -32,6 +32,7 @@ from lobgw.sim.records.lobster import (
     lobster_spec,
     read_lobster,
     read_lobster_book_row,
+    read_lobster_levels,
 )
 
 __all__ = [
@@ -40,7 +41,7 @@ __all__ = [
     "data_time_range", "databento_spec", "databento_tick", "iso_to_ns", "lobster_epoch_offset",
     "lobster_factors",
     "lobster_spec", "natural_spec", "read_csv", "read_databento", "read_lobster",
-    "read_lobster_book_row", "read_records",
+    "read_lobster_book_row", "read_lobster_levels", "read_records",
 ]
 
 

@@ -109,11 +109,19 @@ def read_lobster_book_row(path: PathLike, row_number: int = 1,
                           spec: InstrumentSpec | None = None) -> list[tuple[Side, int, int]]:
     """The levels of one row of a LOBSTER orderbook file as (side, price, size) in the
     spec's ticks and lots."""
+    for number, levels in enumerate(read_lobster_levels(path, spec), start=1):
+        if number == row_number:
+            return levels
+    raise ValueError(f"{path} has no row {row_number}")
+
+
+def read_lobster_levels(path: PathLike, spec: InstrumentSpec | None = None
+                        ) -> Iterator[list[tuple[Side, int, int]]]:
+    """Every row of a LOBSTER orderbook file (row i is the book after message i) as
+    (side, price, size) levels in the spec's ticks and lots; empty levels left out."""
     price_factor, size_factor = lobster_factors(spec) if spec is not None else (1, 1)
     with Path(path).open(newline="") as handle:
-        for number, row in enumerate(csv.reader(handle), start=1):
-            if number < row_number:
-                continue
+        for row in csv.reader(handle):
             levels = []
             values = [int(value) for value in row]
             for index in range(0, len(values), 4):
@@ -122,8 +130,7 @@ def read_lobster_book_row(path: PathLike, row_number: int = 1,
                     levels.append((Side.SELL, ask // price_factor, ask_size // size_factor))
                 if bid_size and bid != LOBSTER_EMPTY_BID:
                     levels.append((Side.BUY, bid // price_factor, bid_size // size_factor))
-            return levels
-    raise ValueError(f"{path} has no row {row_number}")
+            yield levels
 
 
 def _is_number(text: str) -> bool:
