@@ -604,3 +604,65 @@ def test_backtest_command_on_aggregated_levels(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and "the book levels end before the messages" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def write_mbp10(path: Path, rows: list[tuple[str, str, str, str, list[tuple[str, int]],
+                                              list[tuple[str, int]]]]) -> None:
+    """A Databento MBP-10 CSV: (ts second, action, side, price, size) and bid/ask levels."""
+    head = ["ts_recv", "ts_event", "rtype", "publisher_id", "instrument_id", "action", "side",
+            "depth", "price", "size", "flags", "ts_in_delta", "sequence"]
+    for n in range(10):
+        head += [f"bid_px_{n:02d}", f"ask_px_{n:02d}", f"bid_sz_{n:02d}", f"ask_sz_{n:02d}",
+                 f"bid_ct_{n:02d}", f"ask_ct_{n:02d}"]
+    lines = [",".join([*head, "symbol"])]
+    for second, action, side, price_size, bids, asks in rows:
+        price, size = price_size.split("x")
+        stamp = f"2025-09-24 19:30:{second}.000000000+00:00"
+        fields = [stamp, stamp, "10", "1", "1", action, side, "0", price, size, "0", "0", "0"]
+        for n in range(10):
+            bid = bids[n] if n < len(bids) else ("", 0)
+            ask = asks[n] if n < len(asks) else ("", 0)
+            fields += [bid[0], ask[0], str(bid[1]), str(ask[1]), "1", "1"]
+        lines.append(",".join([*fields, "T"]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def test_databento_mbp10_levels_and_a_queue_model(tmp_path: Path) -> None:
+    from lobgw.sim.backtest.levels import QueueModel, split_levels
+    from lobgw.sim.records import read_databento_mbp
+
+    path = tmp_path / "mbp.csv"
+    write_mbp10(path, [
+        ("00", "A", "B", "100.00x10", [("100.00", 10)], [("100.05", 10)]),
+        ("01", "A", "B", "100.00x10", [("100.00", 20)], [("100.05", 10)]),
+        ("02", "T", "A", "100.00x12", [("100.00", 8)], [("100.05", 10)]),  # sell aggressor
+    ])
+    spec = InstrumentSpec("T", Decimal("0.01"), Decimal(1))
+    records, levels = split_levels(read_databento_mbp(path, spec))
+    strategy = Watcher(BUY, 5, 10_000)  # joins behind the 10 at 100.00
+    result = await run_backtest(records, spec, strategy, levels=levels,
+                                queue_model=QueueModel("risk-averse"))
+    assert [(v.bid, v.bid_size) for v in strategy.views] == [(10_000, 10), (10_000, 20),
+                                                             (10_000, 8)]
+    # the trade of 12 went through the 10 ahead of it: 2 reach the strategy
+    assert [(f.quantity, f.price) for f in strategy.fills_seen] == [(2, 10_000)]
+    assert result.market_vwap == "100"
+
+
+def test_backtest_command_on_databento_mbp10(tmp_path: Path) -> None:
+    path = tmp_path / "mbp.csv"
+    rows = [(f"{second:02d}", "A", "B", "100.00x10", [("100.00", 10), ("99.99", 5)],
+             [("100.05", 10)]) for second in range(0, 30)]
+    rows += [(f"{second:02d}", "T", "B", "100.05x3", [("100.00", 10), ("99.99", 5)],
+              [("100.05", 7)]) for second in range(30, 40)]
+    write_mbp10(path, rows)
+    out = tmp_path / "r.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "lobgw", "backtest", "--data", str(path), "--format",
+         "databento-mbp10", "--symbol", "T", "--tick-size", "0.01", "--strategy", "twap",
+         "--param", "side=SELL", "--param", "quantity=6", "--param", "slices=2",
+         "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    result = msgspec.json.decode(out.read_bytes(), type=BacktestResult)
+    assert result.filled_quantity == "6" and result.start_time is not None
+    assert result.start_time.startswith("2025-09-24T19:30:00")

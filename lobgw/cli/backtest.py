@@ -18,8 +18,13 @@ from lobgw.errors import BadRowError, ConfigError, InputError
 from lobgw.sim.backtest import IMPACTS, build_strategy, parse_params, run_backtest
 from lobgw.sim.backtest.core import epoch_offset
 from lobgw.sim.backtest.latency import read_latency_file
-from lobgw.sim.backtest.levels import QUEUE_MODELS, QueueModel
-from lobgw.sim.records import read_lobster_book_row, read_lobster_levels, read_records
+from lobgw.sim.backtest.levels import QUEUE_MODELS, QueueModel, split_levels
+from lobgw.sim.records import (
+    read_databento_mbp,
+    read_lobster_book_row,
+    read_lobster_levels,
+    read_records,
+)
 from lobgw.sim.translate import Translator
 
 
@@ -59,7 +64,9 @@ def parse_fees(text: str) -> FeeSchedule:
 def add_backtest_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `lobgw backtest`."""
     parser.add_argument("--data", type=Path, required=True, help="the market-data file")
-    parser.add_argument("--format", required=True, choices=["csv", "lobster", "databento-mbo"])
+    parser.add_argument("--format", required=True,
+                        choices=["csv", "lobster", "databento-mbo", "databento-mbp10"],
+                        help="databento-mbp10: aggregated levels (see --queue-model)")
     parser.add_argument("--symbol", required=True)
     parser.add_argument("--strategy", required=True, choices=["twap", "vwap", "mm"])
     parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
@@ -144,6 +151,9 @@ def backtest_command(args: argparse.Namespace) -> int:
         levels = read_lobster_levels(args.book_levels, spec)
     seed = read_lobster_book_row(args.initial_book, 1, spec) if args.initial_book else None
     records = read_records(args.format, path, spec)
+    if args.format == "databento-mbp10":  # the events and their levels from one file
+        records, levels = split_levels(read_databento_mbp(path, spec))
+        queue = QueueModel(args.queue_model, args.queue_power)
     try:
         result = asyncio.run(run_backtest(
             records, spec, strategy, latency_us=args.latency_us, seed_levels=seed,

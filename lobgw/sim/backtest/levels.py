@@ -16,10 +16,13 @@ Order-by-order data keeps the exact queue (`lobgw.sim.backtest.core`).
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 from lobgw.book.commands import AnyCommand, CancelOrder, SubmitOrder
 from lobgw.book.types import SelfTradePrevention, Side
+from lobgw.sim.records import MarketRecord
 from lobgw.sim.translate import MARKET_ACCOUNT
 
 QueueModelName = Literal["risk-averse", "probabilistic"]
@@ -109,3 +112,21 @@ class QueueModel:
             weight_front / (weight_front + weight_back))
         behind = min(back, (1 - share_ahead) * quantity)  # what cannot fit behind is ahead
         self.ahead[order_id] = max(0.0, front - (quantity - behind))
+
+
+def split_levels(pairs: Iterable[tuple[MarketRecord, list[Level]]]
+                 ) -> tuple[Iterator[MarketRecord], Iterator[list[Level]]]:
+    """Records and their levels from one source (Databento MBP-10) as the two streams a
+    backtest reads in lockstep: each record's levels are ready when it has been read."""
+    waiting: deque[list[Level]] = deque()
+
+    def records() -> Iterator[MarketRecord]:
+        for record, levels in pairs:
+            waiting.append(levels)
+            yield record
+
+    def levels() -> Iterator[list[Level]]:
+        while waiting:
+            yield waiting.popleft()
+
+    return records(), levels()

@@ -22,7 +22,13 @@ from lobgw.book.instrument import InstrumentSpec
 from lobgw.errors import BadRowError
 from lobgw.sim.records.base import FORMATS, Kind, MarketRecord, PathLike, bad_row
 from lobgw.sim.records.csv_format import CSV_HEADER, CSV_OPTIONAL, read_csv
-from lobgw.sim.records.databento import databento_spec, databento_tick, iso_to_ns, read_databento
+from lobgw.sim.records.databento import (
+    databento_spec,
+    databento_tick,
+    iso_to_ns,
+    read_databento,
+    read_databento_mbp,
+)
 from lobgw.sim.records.lobster import (
     LOBSTER_EMPTY_ASK,
     LOBSTER_EMPTY_BID,
@@ -39,8 +45,8 @@ __all__ = [
     "CSV_HEADER", "CSV_OPTIONAL", "FORMATS", "LOBSTER_EMPTY_ASK", "LOBSTER_EMPTY_BID",
     "LOBSTER_PRICE_SCALE", "BadRowError", "Kind", "MarketRecord", "PathLike", "bad_row",
     "data_time_range", "databento_spec", "databento_tick", "iso_to_ns", "lobster_epoch_offset",
-    "lobster_factors",
-    "lobster_spec", "natural_spec", "read_csv", "read_databento", "read_lobster",
+    "lobster_factors", "lobster_spec", "natural_spec", "read_csv", "read_databento",
+    "read_databento_mbp", "read_lobster",
     "read_lobster_book_row", "read_lobster_levels", "read_records",
 ]
 
@@ -55,6 +61,8 @@ def read_records(fmt: str, path: PathLike, spec: InstrumentSpec | None = None,
         return read_databento(path, spec, skip_bad)
     if fmt == "csv":
         return read_csv(path, spec, skip_bad)
+    if fmt == "databento-mbp10":  # backtests on levels only: the events, without the book
+        return (record for record, _ in read_databento_mbp(path, spec))
     raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -63,7 +71,7 @@ def natural_spec(fmt: str, symbol: str, path: PathLike,
     """The spec a format implies for a symbol that is not configured (csv has none)."""
     if fmt == "lobster":
         return lobster_spec(symbol)
-    if fmt == "databento-mbo":
+    if fmt in ("databento-mbo", "databento-mbp10"):
         return databento_spec(symbol, path, tick_size)
     raise ValueError(f"the {fmt} format needs the symbol's tick and lot sizes "
                      "(add it to config.toml)")

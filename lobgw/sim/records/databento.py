@@ -161,3 +161,64 @@ def _databento_codes(action: str, side: str) -> tuple[Kind, str]:
     if side.strip() not in _DATABENTO_SIDES:
         raise ValueError(f"unknown side {side.strip()!r}")
     return kind, side.strip()
+
+
+MBP_LEVELS = 10
+_RESTING = {"A": Side.BUY, "B": Side.SELL}
+"""A trade's `side` is its aggressor's: a sell aggressor (A) takes the resting bids."""
+
+
+def read_databento_mbp(path: PathLike, spec: InstrumentSpec | None = None
+                       ) -> Iterator[tuple[MarketRecord, list[tuple[Side, int, int]]]]:
+    """Databento MBP-10 records as CSV: each row's event and the top ten levels after it.
+
+    A trade (`T`) becomes an EXECUTE on the resting side at its price and size (a PRINT when
+    the aggressor side is `N`); every other action is NONE: the levels carry the book. Levels
+    are (side, price in ticks, size) with empty ones left out; `ts_recv`, when present,
+    becomes the record's `received`."""
+    path = Path(path)
+    if spec is None:
+        spec = databento_spec(path.stem, path)
+    with path.open(newline="") as handle:
+        reader = csv.reader(handle)
+        header = [name.strip() for name in next(reader, [])]
+        try:
+            ts_at, action_at, side_at, price_at, size_at = (
+                header.index(name) for name in ("ts_event", "action", "side", "price", "size"))
+            columns = [(header.index(f"bid_px_{n:02d}"), header.index(f"bid_sz_{n:02d}"),
+                        header.index(f"ask_px_{n:02d}"), header.index(f"ask_sz_{n:02d}"))
+                       for n in range(MBP_LEVELS)]
+        except ValueError as missing:
+            raise BadRowError(path, 1, f"header: missing column ({missing})") from None
+        recv_at = header.index("ts_recv") if "ts_recv" in header else None
+        seconds: dict[str, int] = {}
+        prices: dict[str, int] = {}
+
+        def ticks(text: str) -> int:
+            found = prices.get(text)
+            if found is None:
+                found = prices[text] = spec.price_to_ticks(Decimal(text))
+            return found
+
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            try:
+                ts = _epoch_ns(row[ts_at], seconds)
+                received = None if recv_at is None else _epoch_ns(row[recv_at], seconds)
+                levels: list[tuple[Side, int, int]] = []
+                for bid_px, bid_sz, ask_px, ask_sz in columns:
+                    for side, px, sz in ((Side.BUY, row[bid_px], row[bid_sz]),
+                                         (Side.SELL, row[ask_px], row[ask_sz])):
+                        if px.strip() and int(sz or 0) > 0:
+                            levels.append((side, ticks(px.strip()), int(sz)))
+                if row[action_at].strip() == "T":
+                    resting = _RESTING.get(row[side_at].strip())
+                    record = MarketRecord(line, ts, Kind.EXECUTE if resting else Kind.PRINT,
+                                          0, resting, ticks(row[price_at].strip()),
+                                          int(row[size_at]), received=received)
+                else:
+                    record = MarketRecord(line, ts, Kind.NONE, received=received)
+            except (ValueError, IndexError, InvalidOperation, InputError) as error:
+                raise BadRowError(path, line, f"unparseable: {error}") from None
+            yield record, levels
