@@ -666,3 +666,18 @@ def test_backtest_command_on_databento_mbp10(tmp_path: Path) -> None:
     result = msgspec.json.decode(out.read_bytes(), type=BacktestResult)
     assert result.filled_quantity == "6" and result.start_time is not None
     assert result.start_time.startswith("2025-09-24T19:30:00")
+
+
+async def test_a_crossing_historical_add_keeps_its_size_without_impact() -> None:
+    records = [add(1, 1, BUY, 100, 10), add(2, 9, SELL, 105, 10),
+               add(3, 2, SELL, 101, 10),   # a seller at 101 meets the strategy's bid at 102
+               add(4, 8, BUY, 99, 1)]
+    fills = {}
+    for impact in ("none", "queue"):
+        strategy = Watcher(BUY, 5, 102)
+        await run_backtest(records, SPEC, strategy, impact=impact)
+        fills[impact] = [(f.quantity, f.price, f.liquidity) for f in strategy.fills_seen]
+        last = strategy.views[-1]
+        expected = 10 if impact == "none" else 5  # the data's size, or what is left of it
+        assert (last.ask, last.ask_size) == (101, expected), impact
+    assert fills["none"] == fills["queue"] == [(5, 102, "MAKER")]

@@ -405,14 +405,27 @@ class Backtest:
 
     async def _apply_row(self, commands: list[AnyCommand]) -> BookView:
         captured: list[BookView] = []
-
+        resting: dict[int, int] = {}
         own = self._own_orders()
 
         def capture(index: int, events: list[Event], book: BookReader) -> None:
             captured.append(_market_view(book, self.now, own))
+            if self.impact == "none" and self.levels is None:
+                for order_id, taken in _taken_by_strategy(events).items():
+                    order = book.order(order_id)
+                    if order is not None:  # it rests: give it back what the strategy took
+                        resting[order_id] = order.quantity + taken
 
         events = await (await self.actor.send([commands], capture))
         self._handle(events)
+        if resting:
+            # no market impact: a historical order that traded with a strategy order on
+            # arrival keeps the size the data gives it (the strategy's fill came out of the
+            # flow); grown back at the back of its level, where it had just arrived
+            regrow: list[AnyCommand] = [AmendOrder(order_id, quantity=total,
+                                                   timestamp=self.now)
+                                        for order_id, total in resting.items()]
+            return await self._apply_row(regrow)
         return captured[0]
 
     def _level_commands(self, record: MarketRecord, row: list[Level], seen: int
@@ -547,6 +560,18 @@ class Backtest:
 OwnOrders = dict[Side, dict[int, list[int]]]
 """The strategy's open order ids by side and price (as its tracker last saw them: within a
 batch some may have filled since, never more may have come)."""
+
+
+def _taken_by_strategy(events: list[Event]) -> dict[int, int]:
+    """Historical orders that traded as takers against the strategy's resting orders, and
+    how much."""
+    taken: dict[int, int] = {}
+    for event in events:
+        if isinstance(event, TradeExecuted):
+            taker = event.taker_order_id
+            if taker is not None and taker < STRATEGY_ID_BASE <= event.maker_order_id:
+                taken[taker] = taken.get(taker, 0) + event.quantity
+    return taken
 
 
 def _market_view(book: BookReader, now: int, own: OwnOrders) -> BookView:
