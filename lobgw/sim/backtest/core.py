@@ -283,10 +283,14 @@ class Backtest:
 
     async def run(self, records: Iterator[MarketRecord]) -> None:
         """Replay every record, feeding the strategy (at once, or after the feed latency)."""
+        pending, deliveries = self._pending, self._deliveries
         for record in records:
-            self.now = record.timestamp
-            await self._catch_up(record.timestamp)
-            seen = self._seen_at(record)
+            timestamp = self.now = record.timestamp
+            if (pending and pending[0][0] <= timestamp) or (
+                    deliveries and deliveries[0][0] <= timestamp):
+                await self._catch_up(timestamp)
+            seen = (timestamp if record.received is None and not self.feed_latency
+                    else self._seen_at(record))
             if record.kind is Kind.PRINT and record.price is not None:
                 self._market_trade(record.timestamp, record.price, record.quantity, seen)
             if self.levels is not None:
@@ -304,7 +308,10 @@ class Backtest:
                     continue
                 self.first_view = view
                 self.started_at = view.timestamp
-            self._tell(seen, functools.partial(self._show, view))
+            if seen <= timestamp and not deliveries:
+                self._show(view)  # the usual case: no feed latency
+            else:
+                self._tell(seen, functools.partial(self._show, view))
             self._sample(view)
         if self.view is not None:
             entry, response = (self.latency_table.most if self.latency_table is not None
@@ -407,10 +414,12 @@ class Backtest:
         captured: list[BookView] = []
         resting: dict[int, int] = {}
         own = self._own_orders()
+        arriving = any(command.__class__ is SubmitOrder for command in commands) and (
+            own[Side.BUY] or own[Side.SELL])  # only a new order can trade with the strategy
 
         def capture(index: int, events: list[Event], book: BookReader) -> None:
             captured.append(_market_view(book, self.now, own))
-            if self.impact == "none" and self.levels is None:
+            if arriving and self.impact == "none" and self.levels is None:
                 for order_id, taken in _taken_by_strategy(events).items():
                     order = book.order(order_id)
                     if order is not None:  # it rests: give it back what the strategy took
@@ -588,15 +597,24 @@ def _market_best(book: BookReader, side: Side, own: dict[int, list[int]]
         return None, 0
     if best[0] not in own:  # the usual case: the strategy is not at the touch
         return best[0], best[1]
-    # the market's best is within one level more than the strategy occupies
+    mine = _own_size(book, own[best[0]])
+    if best[1] > mine:  # the strategy shares the touch
+        return best[0], best[1] - mine
+    # the strategy alone at the touch: the market's best is within one level more than the
+    # strategy occupies
     for price, size in book.side_depth(side, len(own) + 1):
-        mine = 0
-        for order_id in own.get(price, ()):
-            order = book.order(order_id)
-            mine += order.remaining if order is not None else 0
+        mine = _own_size(book, own.get(price, ()))
         if size > mine:
             return price, size - mine
     return None, 0
+
+
+def _own_size(book: BookReader, order_ids: Iterable[int]) -> int:
+    mine = 0
+    for order_id in order_ids:
+        order = book.order(order_id)
+        mine += order.remaining if order is not None else 0
+    return mine
 
 
 # -- results ----------------------------------------------------------------------------------
