@@ -24,6 +24,16 @@ from lobgw.gateway.server import listen
 
 ALICE_KEY = "test-alice-key-000000000000000001"
 BOB_KEY = "test-bob-key-0000000000000000000002"
+ACCOUNTS_TOML = f"""
+[[accounts]]
+name = "alice"
+api_key = "{ALICE_KEY}"
+
+[[accounts]]
+name = "bob"
+api_key = "{BOB_KEY}"
+"""
+"""The two test accounts, for config files that tests write."""
 
 _SPAWNED: list[asyncio.subprocess.Process] = []
 

@@ -25,7 +25,7 @@ import msgspec
 import pytest
 import websockets
 
-from tests.conftest import ALICE_KEY, BOB_KEY
+from tests.conftest import ACCOUNTS_TOML, ALICE_KEY, BOB_KEY
 
 WRONG_KEY = "sk-live-not-a-key-of-this-gateway-0001"
 SECRETS = (ALICE_KEY, BOB_KEY, WRONG_KEY)
@@ -44,14 +44,7 @@ symbol = "ETH-USD"
 tick_size = "0.01"
 lot_size = "0.1"
 
-[[accounts]]
-name = "alice"
-api_key = "{ALICE_KEY}"
-
-[[accounts]]
-name = "bob"
-api_key = "{BOB_KEY}"
-
+{ACCOUNTS_TOML}
 [server]
 host = "127.0.0.1"
 port = PORT

@@ -13,7 +13,7 @@ import pytest
 from lobgw.client import ClientClosedError, Disconnected, LobgwClient
 from lobgw.config import load_config
 from lobgw.errors import ConfigError
-from tests.conftest import ALICE_KEY, BOB_KEY, spawn_server
+from tests.conftest import ACCOUNTS_TOML, ALICE_KEY, BOB_KEY, spawn_server
 
 CONFIG = f"""
 [[symbols]]
@@ -21,14 +21,7 @@ symbol = "BTC-USD"
 tick_size = "0.5"
 lot_size = "0.01"
 
-[[accounts]]
-name = "alice"
-api_key = "{ALICE_KEY}"
-
-[[accounts]]
-name = "bob"
-api_key = "{BOB_KEY}"
-
+{ACCOUNTS_TOML}
 [server]
 host = "127.0.0.1"
 port = 8080
