@@ -34,7 +34,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import websockets
-from serving import free_port, start_server, stop_server
+from serving import free_port, start_server, stop_server, unlimited_server_toml
 
 KEYS = [f"bench-key-{i:04d}-0000000000000000" for i in range(16)]
 
@@ -63,16 +63,7 @@ tick_size = "0.01"
 lot_size = "1"
 
 {accounts}
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[rate_limits]
-per_key_rate = 10000000
-per_key_burst = 10000000
-per_ip_rate = 10000000
-per_ip_burst = 10000000
-
+{unlimited_server_toml(port)}
 [runtime]
 slow_consumer_bytes = 67108864
 

@@ -11,6 +11,22 @@ from pathlib import Path
 import aiohttp
 
 
+def unlimited_server_toml(port: int) -> str:
+    """The `[server]` and `[rate_limits]` sections of a benchmark's config: loopback on
+    `port`, and no limit the load could hit (rates, connections from one address)."""
+    return f"""[server]
+host = "127.0.0.1"
+port = {port}
+max_connections_per_ip = 100000
+
+[rate_limits]
+per_key_rate = 10000000
+per_key_burst = 10000000
+per_ip_rate = 10000000
+per_ip_burst = 10000000
+"""
+
+
 def free_port() -> int:
     """A free TCP port on loopback."""
     with socket.socket() as sock:

@@ -26,7 +26,7 @@ from pathlib import Path
 import aiohttp
 import msgspec
 import websockets
-from serving import free_port, start_server, stop_server
+from serving import free_port, start_server, stop_server, unlimited_server_toml
 
 KEY = "snapshot-bench-key-000000000001"
 
@@ -50,16 +50,7 @@ lot_size = "1"
 name = "bench"
 api_key = "{KEY}"
 
-[server]
-host = "127.0.0.1"
-port = {port}
-
-[rate_limits]
-per_key_rate = 10000000
-per_key_burst = 10000000
-per_ip_rate = 10000000
-per_ip_burst = 10000000
-
+{unlimited_server_toml(port)}
 [journal]
 directory = "{directory / "journal"}"
 fsync = "{fsync}"

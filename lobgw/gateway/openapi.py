@@ -33,7 +33,7 @@ def statuses(route: Route) -> set[int]:
     if route.path not in UNLIMITED:
         found.add(429)
     if route.auth:
-        found |= {401, 429}
+        found.add(401)  # (and 429: authenticated routes are always limited)
     if _path_parameters(route.path) or route.query is not None:
         found.add(400)
     if "{symbol}" in route.path:

@@ -32,7 +32,7 @@ import heapq
 import os
 from collections.abc import Callable, Iterable, Iterator
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -229,8 +229,8 @@ class Backtest:
             raise ValueError(f"impact: {impact!r} is not one of {', '.join(IMPACTS)}")
         self.impact = impact
         self.through_fills = 0
-        self._own: OwnOrders | None = None
         """Strategy fills by an execution at a worse price than the strategy's order."""
+        self._own: OwnOrders | None = None
         self.actor = actor
         self.spec = actor.spec
         self.strategy = strategy
@@ -308,10 +308,7 @@ class Backtest:
                     continue
                 self.first_view = view
                 self.started_at = view.timestamp
-            if seen <= timestamp and not deliveries:
-                self._show(view)  # the usual case: no feed latency
-            else:
-                self._tell(seen, functools.partial(self._show, view))
+            self._tell(seen, self._show, view)
             self._sample(view)
         if self.view is not None:
             entry, response = (self.latency_table.most if self.latency_table is not None
@@ -336,13 +333,15 @@ class Backtest:
         if not strategy.is_done():
             strategy.on_market_data(view)
 
-    def _tell(self, when: int, call: Callable[[], None]) -> None:
-        """Tell the strategy something at data time `when` (now, if that is now)."""
+    def _tell(self, when: int, call: Callable[..., None], *args: Any) -> None:
+        """Tell the strategy something, `call(*args)`, at data time `when`: at once when that
+        is now and nothing is waiting (the usual case: no feed or response latency)."""
         if when <= self.now and not self._deliveries:
-            call()
+            call(*args)
             return
         self._sequence += 1
-        heapq.heappush(self._deliveries, (when, self._sequence, call))
+        later: Callable[[], None] = functools.partial(call, *args)
+        heapq.heappush(self._deliveries, (when, self._sequence, later))
 
     async def _catch_up(self, until: int) -> None:
         """Everything due by `until`, in time order: the strategy's commands reach the book,
@@ -531,7 +530,7 @@ class Backtest:
         self.cash -= signed * fill.price
         self.fills.append(fill)
         self._tell(fill.timestamp + self.response_latency_at(fill.timestamp),
-                   functools.partial(self._report_fill, fill, signed))
+                   self._report_fill, fill, signed)
         # the PnL point of a fill is stamped at the fill, with the last market mid
         mid = self.view.mid if self.view is not None else None
         self.samples.append((fill.timestamp, self.position, self.cash, mid))
@@ -554,8 +553,8 @@ class Backtest:
     def _market_trade(self, timestamp: int, price: int, quantity: int,
                       seen: int | None = None) -> None:
         self.market_trades.append((timestamp, price, quantity))
-        self._tell(timestamp if seen is None else seen, functools.partial(
-            self.strategy.on_market_trade, timestamp, price, quantity))
+        self._tell(timestamp if seen is None else seen, self.strategy.on_market_trade,
+                   timestamp, price, quantity)
 
     def _sample(self, view: BookView) -> None:
         mid = view.mid

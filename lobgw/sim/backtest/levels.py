@@ -16,6 +16,7 @@ Order-by-order data keeps the exact queue (`lobgw.sim.backtest.core`).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable, Iterator
 from typing import Literal
@@ -96,7 +97,7 @@ class QueueModel:
         """A trade of `quantity` at the order's price: what reaches the order (the part past
         what stood ahead of it)."""
         ahead = self.ahead.get(order_id, 0.0)
-        reached = max(0, quantity - int(ahead + 0.999_999))
+        reached = max(0, quantity - math.ceil(ahead))
         self.ahead[order_id] = max(0.0, ahead - quantity)
         return reached
 
