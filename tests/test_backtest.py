@@ -681,3 +681,59 @@ async def test_a_crossing_historical_add_keeps_its_size_without_impact() -> None
         expected = 10 if impact == "none" else 5  # the data's size, or what is left of it
         assert (last.ask, last.ask_size) == (101, expected), impact
     assert fills["none"] == fills["queue"] == [(5, 102, "MAKER")]
+
+
+def reduce(ts: int, order_id: int, side: Side, price: int, quantity: int) -> MarketRecord:
+    return MarketRecord(0, ts, Kind.REDUCE, order_id, side, price, quantity)
+
+
+class CancelAt(Watcher):
+    """Watcher that cancels its order once data time reaches `at`."""
+
+    def __init__(self, side: Side, quantity: int, price: int, at: int) -> None:
+        super().__init__(side, quantity, price)
+        self.at = at
+
+    def on_market_data(self, view: BookView) -> None:
+        super().on_market_data(view)
+        if view.timestamp >= self.at and self.open_orders:
+            self.cancel_all()
+
+
+async def test_an_add_the_strategy_takes_in_full_stays_in_the_market_without_impact() -> None:
+    records = [add(1, 1, BUY, 100, 10), add(2, 9, SELL, 105, 10),
+               add(3, 2, SELL, 101, 4),     # all 4 trade with the strategy's bid at 102
+               reduce(4, 2, SELL, 101, 1),  # the data's order lives on: 3 left
+               execute(5, 2, SELL, 101, 1),  # a buyer lifts it: 2 left, a market trade
+               add(6, 7, BUY, 99, 1),       # the strategy cancels here (its bid leaves)
+               add(7, 6, BUY, 98, 1),       # the data's order is back in the book
+               execute(8, 2, SELL, 101, 2),  # and trades there as the data says
+               add(9, 5, BUY, 97, 1)]
+    strategy = CancelAt(BUY, 10, 102, at=6)
+    result = await run_backtest(records, SPEC, strategy)
+    assert [(f.quantity, f.price, f.liquidity) for f in strategy.fills_seen] == [
+        (4, 102, "MAKER")]
+    asks = [(v.timestamp, v.ask, v.ask_size) for v in strategy.views]
+    assert asks == [(2, 105, 10), (3, 101, 4), (4, 101, 3), (5, 101, 2), (6, 101, 2),
+                    (7, 101, 2), (8, 105, 10), (9, 105, 10)]
+    assert result.translation.clipped == 0
+    assert result.market_vwap == "101"  # the two lifts of the data's order: 1 + 2 at 101
+    # under the queue model the strategy displaced the order: the data's later events on it
+    # find nothing left
+    queued = CancelAt(BUY, 10, 102, at=6)
+    result = await run_backtest(records, SPEC, queued, impact="queue")
+    assert [(v.ask, v.ask_size) for v in queued.views][1:3] == [(105, 10), (105, 10)]
+    assert result.translation.clipped == 3
+
+
+async def test_an_add_that_fills_the_strategy_exactly_goes_straight_back_into_the_book() -> None:
+    records = [add(1, 1, BUY, 100, 10), add(2, 9, SELL, 105, 10),
+               add(3, 2, SELL, 101, 5),     # fills the strategy's 5 at 102, and is all taken
+               execute(4, 2, SELL, 101, 5),  # the data's order trades in the book
+               add(5, 7, BUY, 99, 1)]
+    strategy = Watcher(BUY, 5, 102)
+    result = await run_backtest(records, SPEC, strategy)
+    assert [(f.quantity, f.price) for f in strategy.fills_seen] == [(5, 102)]
+    assert [(v.ask, v.ask_size) for v in strategy.views] == [(105, 10), (101, 5), (105, 10),
+                                                             (105, 10)]
+    assert result.translation.clipped == 0 and result.market_vwap == "101"

@@ -11,6 +11,10 @@ Assumptions (also in the README):
   loses what the data says; the strategy's fills come from the aggressor's flow), `queue`
   takes them out of the executed historical order (which keeps the difference).
 * **The strategy's view excludes its own orders** (`BookView` is the market's).
+* **A historical add that crosses a resting strategy order trades with it.** Without
+  impact it keeps the data's size: grown back when something is left, else kept beside the
+  book as a shadow order (in the view, changed by the data) until no strategy order
+  crosses it, when it goes back into the book at the back of its level.
 * **Strategy orders that cross take historical liquidity**, at the resting orders' prices.
   Later historical events on liquidity the strategy already took are clipped (cut to what is
   left, or dropped) and counted in `translation.clipped`; the run never stops for them.
@@ -231,6 +235,10 @@ class Backtest:
         self.through_fills = 0
         """Strategy fills by an execution at a worse price than the strategy's order."""
         self._own: OwnOrders | None = None
+        self._shadows: dict[int, MarketRecord] = {}
+        """No impact: historical adds that the strategy's crossing orders took in full, as
+        the data has them now (the market still holds them; the book cannot while a strategy
+        order crosses them, so they go back into it once none does)."""
         self.actor = actor
         self.spec = actor.spec
         self.strategy = strategy
@@ -301,7 +309,7 @@ class Backtest:
                 commands = self._level_commands(record, row, seen)
             else:
                 commands = await self._commands(record)
-            view = await self._apply_row(commands)
+            view = await self._apply_row(commands, record)
             self.view = view
             if self.first_view is None:
                 if view.bid is None or view.ask is None:
@@ -360,6 +368,10 @@ class Backtest:
             else:
                 _, _, command = heapq.heappop(pending)
                 self._handle(await (await self.actor.send([[command]])))
+                if self._shadows:
+                    restored = self._restorable()
+                    if restored:
+                        self._handle(await (await self.actor.send([restored])))
 
     async def _commands(self, record: MarketRecord) -> list[AnyCommand]:
         """The record's commands, with the strategy's orders that an execution reaches
@@ -367,13 +379,13 @@ class Backtest:
         execution's price, best first, then by time), then time priority at its price."""
         side, price = record.side, record.price
         if record.kind is not Kind.EXECUTE or side is None or price is None:
-            return self.translator.translate(record)
+            return self._translate(record)
         sign = 1 if side is Side.BUY else -1
         prices = sorted({order.price for order in self.strategy.open_orders.values()
                          if order.side is side and order.price is not None
                          and sign * (order.price - price) >= 0}, key=lambda p: -sign * p)
         if not prices:
-            return self.translator.translate(record)
+            return self._translate(record)
         queues = await self.actor.query(
             lambda book: [(p, book.level_orders(side, p)) for p in prices])
         ahead: list[tuple[int, int, bool]] = []  # (order id, remaining, through the price)
@@ -407,9 +419,77 @@ class Backtest:
                 commands += self.translator.translate(
                     msgspec.structs.replace(record, quantity=left))
             return commands
-        return commands + self.translator.translate(record)  # the data's book, unchanged
+        return commands + self._translate(record)  # the data's book, unchanged
 
-    async def _apply_row(self, commands: list[AnyCommand]) -> BookView:
+    def _translate(self, record: MarketRecord) -> list[AnyCommand]:
+        """The record's commands for the book; a record about a shadow order (see
+        `_shadows`) changes the shadow instead, as the data says."""
+        shadows = self._shadows
+        if not shadows:
+            return self.translator.translate(record)
+        kind = record.kind
+        if kind is Kind.CLEAR:
+            shadows.clear()
+        shadow = shadows.get(record.order_id) if kind is not Kind.ADD else None
+        if shadow is None:
+            return self.translator.translate(record)
+        left, price = shadow.quantity, shadow.price
+        if kind is Kind.EXECUTE or kind is Kind.REDUCE:
+            taken = min(left, record.quantity)
+            if kind is Kind.EXECUTE and price is not None and taken:
+                self._market_trade(record.timestamp, price, taken, self._seen_at(record))
+            left -= taken
+        elif kind is Kind.DELETE:
+            left = 0
+        elif kind is Kind.MODIFY or kind is Kind.AMEND:
+            left = record.quantity or left
+            price = record.price if record.price is not None else price
+        if left:
+            shadows[record.order_id] = msgspec.structs.replace(shadow, quantity=left,
+                                                               price=price)
+        else:
+            del shadows[record.order_id]
+        return []
+
+    def _restorable(self) -> list[AnyCommand]:
+        """The adds that shadow orders become again now that no strategy order crosses them
+        (each at the back of its level: the time it rests from is now)."""
+        crossing: dict[Side, list[int]] = {Side.BUY: [], Side.SELL: []}
+        for order in self.strategy.open_orders.values():
+            if order.price is not None:
+                crossing[order.side].append(order.price)
+        best_bid = max(crossing[Side.BUY], default=None)
+        best_ask = min(crossing[Side.SELL], default=None)
+        commands: list[AnyCommand] = []
+        for order_id, shadow in list(self._shadows.items()):
+            price = shadow.price
+            assert price is not None
+            if (best_bid is None or best_bid < price) if shadow.side is Side.SELL else (
+                    best_ask is None or best_ask > price):
+                del self._shadows[order_id]
+                commands += self.translator.translate(
+                    msgspec.structs.replace(shadow, timestamp=self.now))
+        return commands
+
+    def _with_shadows(self, view: BookView) -> BookView:
+        """The market's view with its shadow orders in it."""
+        bid, bid_size, ask, ask_size = view.bid, view.bid_size, view.ask, view.ask_size
+        for shadow in self._shadows.values():
+            price = shadow.price
+            assert price is not None
+            if shadow.side is Side.BUY:
+                if bid is None or price > bid:
+                    bid, bid_size = price, shadow.quantity
+                elif price == bid:
+                    bid_size += shadow.quantity
+            elif ask is None or price < ask:
+                ask, ask_size = price, shadow.quantity
+            elif price == ask:
+                ask_size += shadow.quantity
+        return BookView(view.timestamp, bid, bid_size, ask, ask_size)
+
+    async def _apply_row(self, commands: list[AnyCommand],
+                         record: MarketRecord | None = None) -> BookView:
         captured: list[BookView] = []
         resting: dict[int, int] = {}
         own = self._own_orders()
@@ -423,18 +503,23 @@ class Backtest:
                     order = book.order(order_id)
                     if order is not None:  # it rests: give it back what the strategy took
                         resting[order_id] = order.quantity + taken
+                    elif record is not None and record.order_id == order_id and (
+                            record.kind is Kind.ADD):  # taken in full: the market keeps it
+                        self._shadows[order_id] = msgspec.structs.replace(record,
+                                                                          quantity=taken)
 
         events = await (await self.actor.send([commands], capture))
         self._handle(events)
-        if resting:
-            # no market impact: a historical order that traded with a strategy order on
-            # arrival keeps the size the data gives it (the strategy's fill came out of the
-            # flow); grown back at the back of its level, where it had just arrived
-            regrow: list[AnyCommand] = [AmendOrder(order_id, quantity=total,
-                                                   timestamp=self.now)
-                                        for order_id, total in resting.items()]
-            return await self._apply_row(regrow)
-        return captured[0]
+        # no market impact: a historical order that traded with a strategy order on arrival
+        # keeps the size the data gives it (the strategy's fill came out of the flow); grown
+        # back at the back of its level, where it had just arrived
+        follow: list[AnyCommand] = [AmendOrder(order_id, quantity=total, timestamp=self.now)
+                                    for order_id, total in resting.items()]
+        if self._shadows:
+            follow += self._restorable()
+        if follow:
+            return await self._apply_row(follow)
+        return self._with_shadows(captured[0]) if self._shadows else captured[0]
 
     def _level_commands(self, record: MarketRecord, row: list[Level], seen: int
                         ) -> list[AnyCommand]:
