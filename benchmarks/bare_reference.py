@@ -28,11 +28,11 @@ class BareBook:
         if kind is SubmitOrder:
             self._submit(command)  # type: ignore[arg-type]
         elif kind is CancelOrder:
-            order = self.orders.pop(command.order_id, None)
+            order = self.orders.pop(command.order_id, None)  # type: ignore[union-attr]
             if order is not None:
                 order[1] = 0
         elif kind is AmendOrder:
-            order = self.orders.get(command.order_id)
+            order = self.orders.get(command.order_id)  # type: ignore[union-attr]
             if order is not None and command.quantity is not None:  # type: ignore[union-attr]
                 order[1] = min(order[1], command.quantity)  # type: ignore[union-attr]
 

@@ -79,6 +79,7 @@ class ErrorCode(enum.StrEnum):
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
     POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
     FOK_NOT_FILLED = "FOK_NOT_FILLED"
+    STOP_WOULD_TRIGGER = "STOP_WOULD_TRIGGER"
     STP = "STP"
     # the runtime cannot take it now
     OVERLOADED = "OVERLOADED"

@@ -24,6 +24,7 @@ from lobgw.book.commands import (
     AnyCommand,
     CancelOrder,
     ExecuteOrder,
+    ExpireOrders,
     ReduceOrder,
     SubmitOrder,
 )
@@ -50,19 +51,30 @@ stps = st.sampled_from(list(SelfTradePrevention))
 
 @st.composite
 def submit_fields(draw: st.DrawFn) -> dict[str, object]:
-    order_type = draw(st.sampled_from([OrderType.LIMIT] * 4 + [OrderType.MARKET]))
-    tif = draw(st.sampled_from([TimeInForce.GTC] * 4 + [TimeInForce.IOC, TimeInForce.FOK]))
+    order_type = draw(st.sampled_from([OrderType.LIMIT] * 6 + [OrderType.MARKET]
+                                      + [OrderType.STOP, OrderType.STOP_LIMIT]))
+    stop = order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
+    tif = draw(st.sampled_from([TimeInForce.GTC] * 4 + [TimeInForce.IOC, TimeInForce.GTD]
+                               + ([] if stop else [TimeInForce.FOK])))
     post_only = (order_type is OrderType.LIMIT and tif is TimeInForce.GTC
                  and draw(st.integers(0, 5)) == 0)
+    quantity = draw(quantities)
+    iceberg = (order_type is OrderType.LIMIT and tif is not TimeInForce.IOC
+               and tif is not TimeInForce.FOK and draw(st.integers(0, 3)) == 0)
     return {
         "account": draw(accounts),
         "side": draw(sides),
-        "quantity": draw(quantities),
-        "price": draw(prices) if order_type is OrderType.LIMIT else None,
+        "quantity": quantity,
+        "price": draw(prices) if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+        else None,
         "order_type": order_type,
         "time_in_force": tif,
         "post_only": post_only,
         "stp": draw(stps),
+        "stop_price": draw(prices) if stop else None,
+        "display_quantity": draw(st.integers(1, quantity)) if iceberg else None,
+        # relative to now: the rule adds the clock
+        "expire_time": draw(st.integers(0, 30)) if tif is TimeInForce.GTD else None,
     }
 
 
@@ -93,7 +105,7 @@ class EngineMatchesModel(RuleBasedStateMachine):
         assert got == want, f"{command}\nengine: {got}\nmodel:  {want}"
         assert self.batched.apply_batch([command]) == want
         assert [e.seq for e in got] == list(range(seq_before + 1, seq_before + 1 + len(got)))
-        assert got, "every command yields at least one event"
+        assert got or isinstance(command, ExpireOrders), "a command yields at least one event"
         self.pending.append(command)
         self.pending_events.extend(want)
         trades = [event for event in want if isinstance(event, TradeExecuted)]
@@ -131,18 +143,29 @@ class EngineMatchesModel(RuleBasedStateMachine):
             order_id = self.next_id
             self.next_id += 1
             self.ids.append(order_id)
-        self.step(SubmitOrder(order_id=order_id, timestamp=self.tick(), **fields))  # type: ignore[arg-type]
+        now = self.tick()
+        if fields["expire_time"] is not None:
+            fields["expire_time"] = now + fields["expire_time"]  # type: ignore[operator]
+        self.step(SubmitOrder(order_id=order_id, timestamp=now, **fields))  # type: ignore[arg-type]
+
+    @rule(ahead=st.integers(0, 20))
+    def expire(self, ahead: int) -> None:
+        """Time passes (each command advances the clock by one): expire what is due."""
+        self.ts += ahead
+        self.step(ExpireOrders(timestamp=self.tick()))
 
     @rule(data=st.data())
     def cancel(self, data: st.DataObject) -> None:
         self.step(CancelOrder(self.known_id(data), timestamp=self.tick()))
 
-    @rule(data=st.data(), quantity=st.none() | quantities, price=st.none() | prices)
-    def amend(self, data: st.DataObject, quantity: int | None, price: int | None) -> None:
-        if quantity is None and price is None:
+    @rule(data=st.data(), quantity=st.none() | quantities, price=st.none() | prices,
+          stop_price=st.none() | st.none() | prices)
+    def amend(self, data: st.DataObject, quantity: int | None, price: int | None,
+              stop_price: int | None) -> None:
+        if quantity is None and price is None and stop_price is None:
             quantity = 1
         self.step(AmendOrder(self.known_id(data), quantity=quantity, price=price,
-                             timestamp=self.tick()))
+                             timestamp=self.tick(), stop_price=stop_price))
 
     @precondition(lambda self: bool(self.ids))
     @rule(data=st.data(), quantity=quantities)
@@ -158,10 +181,13 @@ class EngineMatchesModel(RuleBasedStateMachine):
     def same_resting_orders_in_queue_order(self) -> None:
         snapshot = self.engine.snapshot()
         for side, engine_orders in ((Side.BUY, snapshot.bids), (Side.SELL, snapshot.asks)):
-            want = [(o.order_id, o.price, o.remaining, o.quantity)
+            want = [(o.order_id, o.price, o.remaining, o.quantity, o.hidden)
                     for o in self.model.queue(side)]
-            got = [(o.order_id, o.price, o.remaining, o.quantity) for o in engine_orders]
+            got = [(o.order_id, o.price, o.remaining, o.quantity, o.hidden)
+                   for o in engine_orders]
             assert got == want
+        assert snapshot.stops == self.model.stops
+        assert snapshot.last_price == self.model.last_price
 
     @invariant()
     def level_sizes_are_sums_and_book_is_not_crossed(self) -> None:

@@ -84,7 +84,7 @@ def test_torn_last_record_is_truncated_and_reported(tmp_path: Path) -> None:
     engine = rebuilt(snapshot)
     assert recovery.torn_bytes == HEADER.size + len(b"partial")
     assert segment.stat().st_size == good_size  # truncated away
-    assert [batch[0].order_id for batch in tail] == [1, 2, 3]
+    assert [batch[0].order_id for batch in tail] == [1, 2, 3]  # type: ignore[union-attr]
     for batch in tail:
         engine.apply_batch(batch)
     assert engine.open_order_count() == 3
@@ -100,7 +100,7 @@ def test_corruption_in_the_middle_stops_recovery_unless_repaired(tmp_path: Path)
         Journal(tmp_path, "J").recover(SPEC)
     assert refused.value.offset == record and str(segment) in str(refused.value)
     _, recovery, tail = Journal(tmp_path, "J").recover(SPEC, repair=True)
-    assert [batch[0].order_id for batch in tail] == [1]
+    assert [batch[0].order_id for batch in tail] == [1]  # type: ignore[union-attr]
     (quarantined,) = recovery.quarantined
     assert quarantined.parent.name == "quarantine"
     assert quarantined.stat().st_size == len(data) - record  # nothing silently dropped

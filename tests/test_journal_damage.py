@@ -266,7 +266,7 @@ async def test_a_write_that_cannot_be_undone_stops_the_journal_and_marks_the_dis
     await exchange.stop()
     assert (tmp_path / "J" / MARKER).exists()
     _, recovery, tail = Journal(tmp_path, "J").recover(SPEC)
-    assert [batch[0].order_id for batch in tail] == [1]
+    assert [batch[0].order_id for batch in tail] == [1]  # type: ignore[union-attr]
     assert recovery.unacknowledged_bytes > 0 and not (tmp_path / "J" / MARKER).exists()
 
 

@@ -674,7 +674,9 @@ class Journal:
             ("image", lambda: map_pieces([
                 ("spec", book.spec), ("seq", book.seq), ("counters", book.counters),
                 *_side_fields(book, "bid", book.side_keys(buy=True)),
-                *_side_fields(book, "ask", book.side_keys(buy=False))])),
+                *_side_fields(book, "ask", book.side_keys(buy=False)),
+                ("hidden", book.hidden), ("stops", book.stops),
+                ("last_price", book.last_price)])),
             ("parts", lambda: map_pieces(list(parts.items())))])
 
     def snapshot_writer(self, segment: int) -> SnapshotWriter:

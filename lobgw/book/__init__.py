@@ -12,6 +12,7 @@ from lobgw.book.commands import (
     CancelOrder,
     Command,
     ExecuteOrder,
+    ExpireOrders,
     ReduceOrder,
     SubmitOrder,
 )
@@ -23,7 +24,9 @@ from lobgw.book.events import (
     OrderAmended,
     OrderCanceled,
     OrderExpired,
+    OrderRefreshed,
     OrderRejected,
+    OrderTriggered,
     TradeExecuted,
 )
 from lobgw.book.instrument import DecimalFormat, FeeSchedule, InstrumentSpec, SpecFormat
@@ -39,9 +42,9 @@ from lobgw.book.views import BookSnapshot, Counters, OrderView
 
 __all__ = [
     "REJECTIONS", "AmendOrder", "AnyCommand", "AnyEvent", "BookSnapshot", "CancelOrder",
-    "Command", "Counters", "DecimalFormat", "Engine", "Event", "ExecuteOrder",
+    "Command", "Counters", "DecimalFormat", "Engine", "Event", "ExecuteOrder", "ExpireOrders",
     "FeeSchedule", "InstrumentSpec", "OrderAccepted", "OrderAmended", "OrderCanceled",
-    "OrderExpired", "OrderRejected", "OrderType", "OrderView", "Reason", "ReduceOrder",
-    "SelfTradePrevention", "Side", "SpecFormat", "SubmitOrder", "TimeInForce",
-    "TradeExecuted",
+    "OrderExpired", "OrderRefreshed", "OrderRejected", "OrderTriggered", "OrderType",
+    "OrderView", "Reason", "ReduceOrder", "SelfTradePrevention", "Side", "SpecFormat",
+    "SubmitOrder", "TimeInForce", "TradeExecuted",
 ]

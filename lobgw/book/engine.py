@@ -17,11 +17,22 @@ Layout, chosen for CPython speed (every line on the hot path costs; see benchmar
   the top stay in the heap until they surface or the heap is rebuilt.
 * Commands check their own shape when built and the edge has converted decimals, so the
   engine checks only business rules; each refusal is an `OrderRejected` that changes nothing.
+* Stops wait outside the book (`_stops`, two heaps by stop price); after a command's trades
+  each trade releases the stops its price reaches (buy: stop <= price, lowest first; sell:
+  stop >= price, highest first; then arrival), and released stops enter one by one, their
+  trades releasing more. A stop the last trade already reached is refused
+  (STOP_WOULD_TRIGGER) rather than filled by surprise on arrival.
+* An iceberg's level entry holds its visible lots and `_reserves` the hidden ones; when the
+  visible part fills, the next part is shown at the back of the level (`OrderRefreshed`), so
+  a sweep takes a level's visible orders in time order before the refreshed parts (the
+  CME-style rule). Trades, cancels and expiries report the order's whole remainder.
+* GTD and DAY orders carry `expire_time`; `ExpireOrders(timestamp)` ends those due.
 """
 
 from __future__ import annotations
 
 import heapq
+from collections import deque
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
@@ -33,6 +44,7 @@ from lobgw.book.commands import (
     AnyCommand,
     CancelOrder,
     ExecuteOrder,
+    ExpireOrders,
     ReduceOrder,
     SubmitOrder,
 )
@@ -42,20 +54,33 @@ from lobgw.book.events import (
     OrderAmended,
     OrderCanceled,
     OrderExpired,
+    OrderRefreshed,
     OrderRejected,
+    OrderTriggered,
     TradeExecuted,
 )
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
-from lobgw.book.views import BookCapture, BookSnapshot, Counters, OrderView
-from lobgw.errors import SnapshotError, UnknownCommandError
+from lobgw.book.types import (
+    RESTING,
+    OrderType,
+    Reason,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from lobgw.book.views import BookCapture, BookSnapshot, Counters, OrderView, order_view
+from lobgw.errors import InvalidCommandError, SnapshotError, UnknownCommandError
 
 # Enum members bound to module names: attribute access on an Enum class is slow in 3.11.
 BUY = Side.BUY
 SELL = Side.SELL
 LIMIT = OrderType.LIMIT
 MARKET = OrderType.MARKET
+STOP_LIMIT = OrderType.STOP_LIMIT
+STOPS = frozenset({OrderType.STOP, OrderType.STOP_LIMIT})
 GTC = TimeInForce.GTC
+GTD = TimeInForce.GTD
+DAY = TimeInForce.DAY
 FOK = TimeInForce.FOK
 CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
@@ -159,6 +184,21 @@ class Engine:
         self._bids = BookSide(BUY)
         self._asks = BookSide(SELL)
         self._orders: dict[int, SubmitOrder] = {}
+        self._reserves: dict[int, int] = {}
+        """Icebergs' hidden lots by order id (only while some are hidden)."""
+        self._stops: dict[int, SubmitOrder] = {}
+        """Waiting stops, in trigger-time order (an amend of the stop price moves one to the
+        end): outside the visible book."""
+        self._buy_stops: list[tuple[int, int, int]] = []
+        """(stop price, serial, order id): buy stops, lowest first (lazily cleaned)."""
+        self._sell_stops: list[tuple[int, int, int]] = []
+        """(-stop price, serial, order id): sell stops, highest first (lazily cleaned)."""
+        self._stop_serials: dict[int, int] = {}
+        self._serial = 0
+        self._releasing = False
+        self._last_price: int | None = None
+        self._expiries: list[tuple[int, int]] = []
+        """(expire time, order id) of GTD and DAY orders, earliest first (lazily cleaned)."""
         self._seq = 0
         # Every command is one message and is either rejected, or a cancel, amend (reduces
         # included) or execution, or else an accepted order: so submits need no counter.
@@ -175,6 +215,7 @@ class Engine:
             AmendOrder: self._amend,
             ExecuteOrder: self._execute,
             ReduceOrder: self._reduce,
+            ExpireOrders: self._expire,
         }
 
     # -- driving -----------------------------------------------------------------------------
@@ -209,6 +250,8 @@ class Engine:
             events = []
         handlers = self._handlers
         orders = self._orders
+        reserves = self._reserves
+        stops = self._stops
         levels = self._levels
         bids = self._bids
         asks = self._asks
@@ -232,7 +275,9 @@ class Engine:
                     order_id = submit.order_id
                     quantity = submit.quantity
                     if (quantity <= max_lots and order_id not in orders
-                            and (floorless or min_lots <= quantity)):
+                            and (floorless or min_lots <= quantity)
+                            and submit.stop_price is None
+                            and (not stops or order_id not in stops)):
                         price = submit.price
                         if price is None:  # a market order
                             if submit.side is BUY:
@@ -254,7 +299,7 @@ class Engine:
                                 take(submit, own, other, -key, events)
                                 seq = self._seq
                                 continue
-                            if submit.time_in_force is GTC:
+                            if submit.time_in_force is GTC and submit.display_quantity is None:
                                 orders[order_id] = submit
                                 level = levels.get(key)
                                 if level is None:
@@ -267,7 +312,7 @@ class Engine:
                                 append(OrderAccepted(seq, submit.timestamp, submit))
                                 continue
                 elif cls is CancelOrder:
-                    order_id = command.order_id
+                    order_id = command.order_id  # type: ignore[union-attr]
                     order = orders.pop(order_id, None)
                     if order is not None:
                         resting: int = order.price  # type: ignore[assignment]  # a limit price
@@ -280,6 +325,8 @@ class Engine:
                         else:
                             del levels[where]
                             (bids if where < 0 else asks).removed(where, levels)
+                        if reserves:
+                            remaining += reserves.pop(order_id, 0)
                         cancels += 1
                         seq += 1
                         append(OrderCanceled(seq, command.timestamp, order_id, order.account,
@@ -294,7 +341,8 @@ class Engine:
                     # A decrease that leaves something to fill keeps its place in the queue.
                     if (order is not None and amend.price is None and new_quantity is not None
                             and new_quantity <= order.quantity
-                            and (floorless or min_lots <= new_quantity)):
+                            and (floorless or min_lots <= new_quantity)
+                            and (not reserves or order_id not in reserves)):
                         resting = order.price  # type: ignore[assignment]
                         at = levels[resting * order.side.sign]
                         queue = at.orders
@@ -362,16 +410,22 @@ class Engine:
 
     def _submit(self, cmd: SubmitOrder, events: list[Event]) -> None:
         order_id = cmd.order_id
-        if order_id in self._orders:
+        if order_id in self._orders or order_id in self._stops:
             return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp,
                                 events, cmd)
         quantity = cmd.quantity
         price = cmd.price
-        if self._outside_quick_bounds(quantity, price):
-            violation = self._limit_violation(quantity, price)
+        if self._outside_quick_bounds(quantity, price) or (
+                cmd.stop_price is not None
+                and self._outside_quick_bounds(quantity, cmd.stop_price)):
+            violation = self._limit_violation(quantity, price) or (
+                None if cmd.stop_price is None
+                else self._limit_violation(quantity, cmd.stop_price))
             if violation is not None:
                 return self._reject(order_id, cmd.account, violation, cmd.timestamp, events,
                                     cmd)
+        if cmd.stop_price is not None:  # STOP or STOP_LIMIT (the command checked)
+            return self._wait(cmd, events)
         if price is not None:  # a limit order
             if cmd.side is BUY:
                 if self._asks.best <= price:
@@ -383,7 +437,8 @@ class Engine:
                     return self._take(cmd, self._asks, self._bids, -price, events)
                 key = price
                 book = self._asks
-            if cmd.time_in_force is GTC:  # (apply_batch takes most of these on its fast path)
+            tif = cmd.time_in_force
+            if tif is GTC or tif is GTD or tif is DAY:  # (apply_batch: most on its fast path)
                 self._rest(cmd, key, quantity, book)
                 self._seq += 1
                 events.append(OrderAccepted(self._seq, cmd.timestamp, cmd))
@@ -425,8 +480,10 @@ class Engine:
         ts = cmd.timestamp
         stp = cmd.stp
         orders = self._orders
+        reserves = self._reserves
         levels = self._levels
         append = events.append
+        mark = len(events)
         if moving:
             remaining = moving
         else:
@@ -449,7 +506,9 @@ class Engine:
         seq = start_seq = self._seq
         wanted = remaining
         stp_cancels = 0
+        traded_at = 0
         stopped = False
+        refreshed: list[tuple[int, int]] = []
         while other.best <= limit:
             key = other.best
             level = levels[key]
@@ -471,7 +530,8 @@ class Engine:
                     stp_cancels += 1
                     seq += 1
                     append(OrderCanceled(seq, ts, maker_id, account, other.side, price,
-                                         available, STP))
+                                         available + reserves.pop(maker_id, 0) if reserves
+                                         else available, STP))
                     if stp is CANCEL_BOTH:
                         stopped = True
                         break
@@ -486,12 +546,31 @@ class Engine:
                     remaining -= fill
                     gone.append(maker_id)
                 seq += 1
-                append(TradeExecuted(seq, ts, price, fill, side, maker_id, order_id,
-                                     maker_account, account, available, remaining))
+                traded_at = price
+                if reserves and maker_id in reserves:
+                    append(TradeExecuted(seq, ts, price, fill, side, maker_id, order_id,
+                                         maker_account, account,
+                                         available + reserves[maker_id], remaining))
+                    if not available:  # an iceberg's visible part is filled: it refreshes
+                        self._seq = seq
+                        refreshed.append((maker_id, self._refill(orders[maker_id], ts,
+                                                                 events)))
+                        seq = self._seq
+                        stp_cancels += 1  # an event that is not a trade
+                else:
+                    append(TradeExecuted(seq, ts, price, fill, side, maker_id, order_id,
+                                         maker_account, account, available, remaining))
                 if not remaining:
                     break
             for maker_id in gone:
                 del queue[maker_id]
+            if refreshed:
+                for maker_id, visible in refreshed:  # at the back of the level
+                    queue[maker_id] = visible
+                    level.size += visible
+                refreshed = []
+                gone = [maker_id for maker_id in gone if maker_id not in queue]
+            for maker_id in gone:
                 del orders[maker_id]
             level.size -= before - remaining
             if not queue:
@@ -501,6 +580,8 @@ class Engine:
                 break
         self._trades += seq - start_seq - stp_cancels
         self._volume += wanted - remaining
+        if traded_at:
+            self._last_price = traded_at
         if remaining:
             if stopped:
                 seq += 1
@@ -510,12 +591,15 @@ class Engine:
                 seq += 1
                 append(OrderExpired(seq, ts, order_id, account, remaining,
                                     INSUFFICIENT_LIQUIDITY))
-            elif cmd.time_in_force is not GTC:
+            elif (cmd.time_in_force is not GTC and cmd.time_in_force is not GTD
+                  and cmd.time_in_force is not DAY):
                 seq += 1
                 append(OrderExpired(seq, ts, order_id, account, remaining, IOC_REMAINDER))
             else:
                 self._rest(cmd, -limit, remaining, own)
         self._seq = seq
+        if traded_at and self._stops and not self._releasing:
+            self._release(events, mark)
 
     def _self_match(self, cmd: SubmitOrder, maker: SubmitOrder, events: list[Event]) -> None:
         """Reject an order whose first match is its own `maker` (cancelled too, cancel_both).
@@ -532,15 +616,40 @@ class Engine:
                                     cmd))
 
     def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
-        """Put a live order with `remaining` lots at the back of the level with `key`."""
+        """Put a live order with `remaining` lots at the back of the level with `key` (an
+        iceberg shows its display quantity of them; a GTD or DAY order joins the expiries)."""
+        display = order.display_quantity
+        if display is not None and remaining > display:
+            self._reserves[order.order_id] = remaining - display
+            remaining = display
+        if order.expire_time is not None:
+            heappush(self._expiries, (order.expire_time, order.order_id))
+        self._place(order, key, remaining, book)
+
+    def _place(self, order: SubmitOrder, key: int, visible: int, book: BookSide) -> None:
         self._orders[order.order_id] = order
         level = self._levels.get(key)
         if level is None:
-            self._levels[key] = Level(remaining, {order.order_id: remaining})
+            self._levels[key] = Level(visible, {order.order_id: visible})
             book.added(key)
         else:
-            level.orders[order.order_id] = remaining
-            level.size += remaining
+            level.orders[order.order_id] = visible
+            level.size += visible
+
+    def _refill(self, order: SubmitOrder, ts: int, events: list[Event]) -> int:
+        """An iceberg's visible part is filled: take the next part out of its reserve,
+        announce it and return its size (the caller puts it at the back of the level)."""
+        order_id = order.order_id
+        reserve = self._reserves.pop(order_id)
+        display = order.display_quantity
+        assert display is not None and order.price is not None
+        visible = min(display, reserve)
+        if reserve > visible:
+            self._reserves[order_id] = reserve - visible
+        self._seq += 1
+        events.append(OrderRefreshed(self._seq, ts, order_id, order.account, order.side,
+                                     order.price, visible, reserve - visible))
+        return visible
 
     def _fillable(
         self, other: BookSide, limit: int, account: str, stp: SelfTradePrevention, wanted: int
@@ -563,7 +672,8 @@ class Engine:
     # -- resting orders ----------------------------------------------------------------------
 
     def _unlink(self, order: SubmitOrder) -> int:
-        """Take a live order out of the book; return the lots it had left."""
+        """Take a live order out of the book; return the lots it had left (hidden ones
+        included)."""
         del self._orders[order.order_id]
         price = order.price
         assert price is not None
@@ -576,6 +686,8 @@ class Engine:
         else:
             del self._levels[key]
             (self._bids if key < 0 else self._asks).removed(key, self._levels)
+        if self._reserves:
+            remaining += self._reserves.pop(order.order_id, 0)
         return remaining
 
     def _cancel_resting(
@@ -590,6 +702,15 @@ class Engine:
     def _cancel(self, cmd: CancelOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
         if order is None:
+            stop = self._stops.pop(cmd.order_id, None)
+            if stop is not None:
+                del self._stop_serials[stop.order_id]
+                self._cancels += 1
+                self._seq += 1
+                events.append(OrderCanceled(self._seq, cmd.timestamp, stop.order_id,
+                                            stop.account, stop.side, stop.price, stop.quantity,
+                                            cmd.reason))
+                return None
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, cmd.timestamp,
                                 events)
         self._cancels += 1
@@ -599,13 +720,20 @@ class Engine:
         order = self._orders.get(cmd.order_id)
         ts = cmd.timestamp
         if order is None:
+            if cmd.order_id in self._stops:
+                return self._amend_stop(self._stops[cmd.order_id], cmd, events)
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
+        if cmd.quantity is None and cmd.price is None:  # a stop price for a live order
+            return self._reject(cmd.order_id, order.account, Reason.ORDER_NOT_FOUND, ts,
+                                events)
         old_price = order.price
         assert old_price is not None
         account = order.account
         book, other = (self._bids, self._asks) if order.side is BUY else (self._asks, self._bids)
         level = self._levels[old_price * book.sign]
-        remaining = level.orders[order.order_id]
+        visible = level.orders[order.order_id]
+        hidden = self._reserves.get(order.order_id, 0)
+        remaining = visible + hidden
         new_quantity = order.quantity if cmd.quantity is None else cmd.quantity
         new_price = old_price if cmd.price is None else cmd.price
         filled = order.quantity - remaining
@@ -619,9 +747,16 @@ class Engine:
                 return self._reject(order.order_id, account, violation, ts, events)
         new_remaining = new_quantity - filled
         if new_price == old_price and new_quantity <= order.quantity:
-            # A decrease (or no change) keeps the order's place in the queue.
-            level.orders[order.order_id] = new_remaining
-            level.size -= remaining - new_remaining
+            # A decrease (or no change) keeps the order's place in the queue; an iceberg
+            # gives up hidden lots first.
+            shown = min(visible, new_remaining)
+            level.orders[order.order_id] = shown
+            level.size -= visible - shown
+            if hidden:
+                if new_remaining > shown:
+                    self._reserves[order.order_id] = new_remaining - shown
+                else:
+                    del self._reserves[order.order_id]
             self._orders[order.order_id] = msgspec.structs.replace(order, quantity=new_quantity)
             self._amends += 1
             self._seq += 1
@@ -644,6 +779,169 @@ class Engine:
         else:
             self._rest(moved, -limit, new_remaining, book)
 
+    # -- stops and expiry --------------------------------------------------------------------
+
+    def _would_trigger(self, side: Side, stop_price: int) -> bool:
+        last = self._last_price
+        return last is not None and (stop_price <= last if side is BUY else stop_price >= last)
+
+    def _wait(self, cmd: SubmitOrder, events: list[Event]) -> None:
+        """A new stop: refused if the last trade already reached its stop price (no
+        surprise fill on arrival: STOP_WOULD_TRIGGER), else it waits outside the book."""
+        stop_price = cmd.stop_price
+        assert stop_price is not None
+        if self._would_trigger(cmd.side, stop_price):
+            return self._reject(cmd.order_id, cmd.account, Reason.STOP_WOULD_TRIGGER,
+                                cmd.timestamp, events, cmd)
+        self._queue_stop(cmd)
+        if cmd.expire_time is not None:
+            heappush(self._expiries, (cmd.expire_time, cmd.order_id))
+        self._seq += 1
+        events.append(OrderAccepted(self._seq, cmd.timestamp, cmd))
+
+    def _queue_stop(self, order: SubmitOrder) -> None:
+        """Put a stop at the end of the trigger-time order."""
+        stop_price = order.stop_price
+        assert stop_price is not None
+        self._serial += 1
+        self._stops[order.order_id] = order
+        self._stop_serials[order.order_id] = self._serial
+        if order.side is BUY:
+            heappush(self._buy_stops, (stop_price, self._serial, order.order_id))
+        else:
+            heappush(self._sell_stops, (-stop_price, self._serial, order.order_id))
+
+    def _amend_stop(self, stop: SubmitOrder, cmd: AmendOrder, events: list[Event]) -> None:
+        """Change a waiting stop's quantity, limit price or stop price. A quantity decrease
+        keeps its trigger-time place; anything else moves it to the end."""
+        ts = cmd.timestamp
+        if cmd.price is not None and stop.order_type is not STOP_LIMIT:
+            return self._reject(stop.order_id, stop.account, Reason.ORDER_NOT_FOUND, ts, events)
+        quantity = stop.quantity if cmd.quantity is None else cmd.quantity
+        price = stop.price if cmd.price is None else cmd.price
+        stop_price = stop.stop_price if cmd.stop_price is None else cmd.stop_price
+        assert stop_price is not None
+        violation = self._limit_violation(quantity, price) or self._limit_violation(
+            quantity, stop_price)
+        if violation is None and self._would_trigger(stop.side, stop_price):
+            violation = Reason.STOP_WOULD_TRIGGER
+        if violation is not None:
+            return self._reject(stop.order_id, stop.account, violation, ts, events)
+        changed = msgspec.structs.replace(stop, quantity=quantity, price=price,
+                                          stop_price=stop_price)
+        if price == stop.price and stop_price == stop.stop_price and quantity <= stop.quantity:
+            self._stops[stop.order_id] = changed
+            kept = True
+        else:
+            del self._stops[stop.order_id]
+            self._queue_stop(msgspec.structs.replace(changed, timestamp=ts))
+            kept = False
+        self._amends += 1
+        self._seq += 1
+        events.append(OrderAmended(self._seq, ts, stop.order_id, stop.account, stop.side,
+                                   stop.price or 0, price or 0, quantity, quantity, kept))
+
+    def _triggered(self, price: int, ts: int, out: deque[tuple[SubmitOrder, int, int]]) -> None:
+        """Stops that a trade at `price` releases, in trigger order (stop price, then time)."""
+        stops, serials = self._stops, self._stop_serials
+        buys, sells = self._buy_stops, self._sell_stops
+        while buys and buys[0][0] <= price:
+            _, serial, order_id = heappop(buys)
+            if order_id in stops and serials[order_id] == serial:
+                del serials[order_id]
+                out.append((stops.pop(order_id), price, ts))
+        while sells and -sells[0][0] >= price:
+            _, serial, order_id = heappop(sells)
+            if order_id in stops and serials[order_id] == serial:
+                del serials[order_id]
+                out.append((stops.pop(order_id), price, ts))
+
+    def _release(self, events: list[Event], mark: int) -> None:
+        """Enter every stop the trades in `events[mark:]` release, and those their trades
+        release in turn (a cascade, resolved here: first released, first entered)."""
+        self._releasing = True
+        try:
+            waiting: deque[tuple[SubmitOrder, int, int]] = deque()
+            start = mark
+            while True:
+                for event in events[start:]:
+                    if isinstance(event, TradeExecuted):
+                        self._triggered(event.price, event.timestamp, waiting)
+                if not waiting:
+                    return
+                stop, trade_price, ts = waiting.popleft()
+                start = len(events)
+                self._enter(stop, trade_price, ts, events)
+        finally:
+            self._releasing = False
+
+    def _enter(self, stop: SubmitOrder, trade_price: int, ts: int, events: list[Event]) -> None:
+        """A released stop enters as a market or limit order (no accept: it was accepted
+        when it began to wait)."""
+        stop_price = stop.stop_price
+        assert stop_price is not None
+        live = msgspec.structs.replace(
+            stop, order_type=LIMIT if stop.order_type is STOP_LIMIT else MARKET,
+            stop_price=None, timestamp=ts)
+        self._seq += 1
+        events.append(OrderTriggered(self._seq, ts, stop.order_id, stop.account, stop.side,
+                                     stop_price, trade_price, live.price))
+        own, other = (self._bids, self._asks) if stop.side is BUY else (self._asks, self._bids)
+        price = live.price
+        limit = MARKET_LIMIT if price is None else price * other.sign
+        if other.best <= limit:
+            self._take(live, own, other, limit, events, live.quantity)
+            return
+        if price is not None and live.time_in_force in RESTING:
+            self._rest(live, -limit, live.quantity, own)
+            return
+        self._seq += 1
+        events.append(OrderExpired(self._seq, ts, stop.order_id, stop.account, live.quantity,
+                                   INSUFFICIENT_LIQUIDITY if price is None else IOC_REMAINDER))
+
+    def _expire(self, cmd: ExpireOrders, events: list[Event]) -> None:
+        """End the orders and stops due by `cmd.timestamp`, earliest expiry first (then by
+        order id)."""
+        self._cancels += 1  # a message that is not an order
+        now = cmd.timestamp
+        heap = self._expiries
+        while heap and heap[0][0] <= now:
+            due, order_id = heappop(heap)
+            order = self._orders.get(order_id)
+            if order is not None and order.expire_time == due:
+                remaining = self._unlink(order)
+            else:
+                order = self._stops.get(order_id)
+                if order is None or order.expire_time != due:
+                    continue  # gone already, or a stale entry
+                del self._stops[order_id]
+                del self._stop_serials[order_id]
+                remaining = order.quantity
+            self._seq += 1
+            events.append(OrderExpired(
+                self._seq, now, order_id, order.account, remaining,
+                Reason.DAY_ENDED if order.time_in_force is DAY else Reason.GTD_EXPIRED))
+
+    def next_expiry(self) -> int | None:
+        """The earliest expire time of a live order or waiting stop (for the actor's timer)."""
+        heap = self._expiries
+        while heap:
+            due, order_id = heap[0]
+            order = self._orders.get(order_id) or self._stops.get(order_id)
+            if order is not None and order.expire_time == due:
+                return due
+            heappop(heap)
+        return None
+
+    @property
+    def last_price(self) -> int | None:
+        """The last trade's price in ticks (what stops trigger on), None before any trade."""
+        return self._last_price
+
+    def stop_orders(self) -> list[SubmitOrder]:
+        """The waiting stops in trigger-time order (never in market data)."""
+        return list(self._stops.values())
+
     # -- replayed market data ----------------------------------------------------------------
 
     def _execute(self, cmd: ExecuteOrder, events: list[Event]) -> None:
@@ -655,18 +953,29 @@ class Engine:
         assert price is not None
         level = self._levels[price * order.side.sign]
         remaining = level.orders[order.order_id]
+        hidden = self._reserves.get(order.order_id, 0) if self._reserves else 0
         fill = min(cmd.quantity, remaining)
-        if fill == remaining:
-            self._unlink(order)
-        else:
-            level.orders[order.order_id] = remaining - fill
-            level.size -= fill
+        mark = len(events)
         self._executions += 1
         self._trades += 1
         self._volume += fill
         self._seq += 1
         events.append(TradeExecuted(self._seq, ts, price, fill, SELL if order.side is BUY else BUY,
-                                    order.order_id, None, order.account, None, remaining - fill, 0))
+                                    order.order_id, None, order.account, None,
+                                    remaining - fill + hidden, 0))
+        if fill < remaining:
+            level.orders[order.order_id] = remaining - fill
+            level.size -= fill
+        elif hidden:
+            del level.orders[order.order_id]
+            visible = self._refill(order, ts, events)
+            level.orders[order.order_id] = visible
+            level.size += visible - fill
+        else:
+            self._unlink(order)
+        self._last_price = price
+        if self._stops and not self._releasing:
+            self._release(events, mark)
 
     def _reduce(self, cmd: ReduceOrder, events: list[Event]) -> None:
         order = self._orders.get(cmd.order_id)
@@ -678,6 +987,15 @@ class Engine:
         assert price is not None
         level = self._levels[price * order.side.sign]
         remaining = level.orders[order.order_id]
+        if self._reserves and order.order_id in self._reserves:
+            total = remaining + self._reserves[order.order_id]
+            if cmd.quantity >= total:
+                self._cancel_resting(order, CANCELED, ts, events)
+                return
+            self._amends -= 1  # counted by the amend
+            filled = order.quantity - total
+            return self._amend(AmendOrder(order.order_id, quantity=filled + total
+                                          - cmd.quantity, timestamp=ts), events)
         if cmd.quantity >= remaining:
             self._cancel_resting(order, CANCELED, ts, events)
             return
@@ -740,7 +1058,8 @@ class Engine:
         level = self._levels.get(price * side.sign)
         if level is None:
             return []
-        return [_view(self._orders[order_id], remaining)
+        reserves = self._reserves
+        return [order_view(self._orders[order_id], remaining, reserves.get(order_id, 0))
                 for order_id, remaining in level.orders.items()]
 
     def order(self, order_id: int) -> OrderView | None:
@@ -750,8 +1069,8 @@ class Engine:
             return None
         price = order.price
         assert price is not None
-        return _view(order, self._levels[price * order.side.sign]
-                     .orders[order_id])
+        return order_view(order, self._levels[price * order.side.sign].orders[order_id],
+                          self._reserves.get(order_id, 0))
 
     def owner(self, order_id: int) -> str | None:
         """The account of a live order, or None if no such order rests."""
@@ -778,6 +1097,8 @@ class Engine:
             counters=self.counters(),
             bids=self._side_orders(self._bids),
             asks=self._side_orders(self._asks),
+            stops=list(self._stops.values()),
+            last_price=self._last_price,
         )
 
     def capture(self) -> BookCapture:
@@ -785,11 +1106,13 @@ class Engine:
         `BookCapture`); its `image()` is what a snapshot file stores."""
         return BookCapture(self.spec, self._seq, self.counters(),
                            {key: dict(level.orders) for key, level in self._levels.items()},
-                           dict(self._orders))
+                           dict(self._orders), dict(self._reserves), list(self._stops.values()),
+                           self._last_price)
 
     def _side_orders(self, book: BookSide) -> list[OrderView]:
+        reserves = self._reserves
         return [
-            _view(self._orders[order_id], remaining)
+            order_view(self._orders[order_id], remaining, reserves.get(order_id, 0))
             for key in book.sorted_keys(self._levels)
             for order_id, remaining in self._levels[key].orders.items()
         ]
@@ -804,14 +1127,34 @@ class Engine:
                     raise SnapshotError(f"order {view.order_id} is duplicated or on the wrong side")
                 if not 0 < view.remaining <= view.quantity or view.price <= 0:
                     raise SnapshotError(f"order {view.order_id} has an impossible size or price")
-                order = SubmitOrder(view.order_id, view.account, view.side, view.quantity,
-                                    price=view.price, post_only=view.post_only, stp=view.stp,
-                                    timestamp=view.timestamp,
-                                    client_order_id=view.client_order_id,
-                                    cancel_on_disconnect=view.cancel_on_disconnect)
-                engine._rest(order, view.price * book.sign, view.remaining, book)
+                if view.hidden < 0 or (view.hidden and view.display_quantity is None):
+                    raise SnapshotError(f"order {view.order_id} has an impossible reserve")
+                try:
+                    order = SubmitOrder(view.order_id, view.account, view.side, view.quantity,
+                                        price=view.price, post_only=view.post_only,
+                                        stp=view.stp, timestamp=view.timestamp,
+                                        client_order_id=view.client_order_id,
+                                        cancel_on_disconnect=view.cancel_on_disconnect,
+                                        time_in_force=view.time_in_force,
+                                        expire_time=view.expire_time,
+                                        display_quantity=view.display_quantity)
+                except InvalidCommandError as error:
+                    raise SnapshotError(str(error)) from None
+                engine._place(order, view.price * book.sign, view.remaining, book)
+                if view.hidden:
+                    engine._reserves[order.order_id] = view.hidden
+                if order.expire_time is not None:
+                    heappush(engine._expiries, (order.expire_time, order.order_id))
         if engine._asks.best <= -engine._bids.best:
             raise SnapshotError("snapshot book is crossed")
+        for stop in snapshot.stops:
+            if stop.order_type not in STOPS or stop.order_id in engine._orders \
+                    or stop.order_id in engine._stops:
+                raise SnapshotError(f"stop {stop.order_id} is not a stop or is duplicated")
+            engine._queue_stop(stop)
+            if stop.expire_time is not None:
+                heappush(engine._expiries, (stop.expire_time, stop.order_id))
+        engine._last_price = snapshot.last_price
         counters = snapshot.counters
         engine._seq = snapshot.seq
         engine._messages = counters.messages
@@ -822,9 +1165,3 @@ class Engine:
         engine._volume = counters.volume
         return engine
 
-
-def _view(order: SubmitOrder, remaining: int) -> OrderView:
-    assert order.price is not None
-    return OrderView(order.order_id, order.account, order.side, order.price, order.quantity,
-                     remaining, order.timestamp, order.post_only, order.stp,
-                     order.client_order_id, order.cancel_on_disconnect)

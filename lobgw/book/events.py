@@ -81,7 +81,9 @@ class OrderAmended(Event, frozen=True, gc=False, tag=True):
 
 
 class OrderExpired(Event, frozen=True, gc=False, tag=True):
-    """An incoming order's unfilled remainder ended without resting (IOC, market, FOK rules)."""
+    """An order ended unfilled: an incoming order's remainder without resting (IOC, market
+    rules), or a resting order or waiting stop at its expiry (GTD_EXPIRED, DAY_ENDED), with
+    all it had left (hidden reserve included)."""
 
     order_id: int
     account: str
@@ -89,6 +91,31 @@ class OrderExpired(Event, frozen=True, gc=False, tag=True):
     reason: Reason
 
 
+class OrderTriggered(Event, frozen=True, gc=False, tag=True):
+    """A waiting stop was released by a trade at `trade_price`: it enters now as a market
+    order (`price` None) or a limit at `price`, with time priority from this moment."""
+
+    order_id: int
+    account: str
+    side: Side
+    stop_price: int
+    trade_price: int
+    price: int | None
+
+
+class OrderRefreshed(Event, frozen=True, gc=False, tag=True):
+    """An iceberg's visible part was filled and `visible` lots came out of its hidden reserve,
+    at the back of its level (new time priority); `hidden` lots stay in reserve."""
+
+    order_id: int
+    account: str
+    side: Side
+    price: int
+    visible: int
+    hidden: int
+
+
 AnyEvent = (
     OrderAccepted | OrderRejected | TradeExecuted | OrderCanceled | OrderAmended | OrderExpired
+    | OrderTriggered | OrderRefreshed
 )

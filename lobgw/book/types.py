@@ -31,10 +31,17 @@ class Side(enum.Enum):
 
 
 class OrderType(enum.Enum):
-    """LIMIT orders carry a price; MARKET orders take whatever the other side offers."""
+    """LIMIT orders carry a price; MARKET orders take whatever the other side offers.
+
+    STOP and STOP_LIMIT wait, outside the visible book, for the last trade price to reach
+    their `stop_price` (a buy at or above it, a sell at or below), then enter as a MARKET or
+    a LIMIT order at `price`.
+    """
 
     LIMIT = "LIMIT"
     MARKET = "MARKET"
+    STOP = "STOP"
+    STOP_LIMIT = "STOP_LIMIT"
 
 
 class TimeInForce(enum.Enum):
@@ -43,6 +50,10 @@ class TimeInForce(enum.Enum):
     GTC = "GTC"
     IOC = "IOC"
     FOK = "FOK"
+    GTD = "GTD"
+    """Good till `expire_time` (ns, the data's or the venue's clock)."""
+    DAY = "DAY"
+    """Good for the symbol's session: the edge sets `expire_time` to the session's end."""
 
 
 class SelfTradePrevention(enum.Enum):
@@ -70,6 +81,7 @@ class Reason(enum.Enum):
     PRICE_OUT_OF_BAND = "PRICE_OUT_OF_BAND"
     POST_ONLY_WOULD_TAKE = "POST_ONLY_WOULD_TAKE"
     FOK_NOT_FILLED = "FOK_NOT_FILLED"
+    STOP_WOULD_TRIGGER = "STOP_WOULD_TRIGGER"
     # rejections of cancel / amend / replay commands
     ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
     # self-trade prevention: a rejection when nothing traded, else a cancel of the remainder
@@ -82,6 +94,9 @@ class Reason(enum.Enum):
     # expiry of an incoming order's unfilled remainder
     INSUFFICIENT_LIQUIDITY = "INSUFFICIENT_LIQUIDITY"
     IOC_REMAINDER = "IOC_REMAINDER"
+    # expiry of a resting order (or a waiting stop) on ExpireOrders
+    GTD_EXPIRED = "GTD_EXPIRED"
+    DAY_ENDED = "DAY_ENDED"
 
     __hash__ = object.__hash__
 
@@ -89,5 +104,8 @@ class Reason(enum.Enum):
 REJECTIONS = frozenset({
     Reason.DUPLICATE_ORDER_ID, Reason.QUANTITY_BELOW_MINIMUM, Reason.QUANTITY_ABOVE_MAXIMUM,
     Reason.PRICE_OUT_OF_BAND, Reason.POST_ONLY_WOULD_TAKE, Reason.FOK_NOT_FILLED,
-    Reason.ORDER_NOT_FOUND, Reason.STP})
+    Reason.STOP_WOULD_TRIGGER, Reason.ORDER_NOT_FOUND, Reason.STP})
 """The reasons an `OrderRejected` can carry."""
+
+RESTING = frozenset({TimeInForce.GTC, TimeInForce.GTD, TimeInForce.DAY})
+"""Times in force whose remainder rests in the book."""

@@ -10,7 +10,7 @@ import msgspec
 
 from lobgw.book.commands import SubmitOrder
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.book.types import SelfTradePrevention, Side
+from lobgw.book.types import SelfTradePrevention, Side, TimeInForce
 
 
 class OrderView(msgspec.Struct, frozen=True, gc=False):
@@ -27,6 +27,12 @@ class OrderView(msgspec.Struct, frozen=True, gc=False):
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     client_order_id: str | None = None
     cancel_on_disconnect: bool = False
+    time_in_force: TimeInForce = TimeInForce.GTC
+    expire_time: int | None = None
+    display_quantity: int | None = None
+    """An iceberg's visible part; `remaining` is what the book shows of it now."""
+    hidden: int = 0
+    """An iceberg's hidden reserve (never in market data)."""
 
 
 class Counters(msgspec.Struct, frozen=True, gc=False):
@@ -47,6 +53,10 @@ class BookSnapshot(msgspec.Struct, frozen=True, gc=False):
     counters: Counters
     bids: list[OrderView]
     asks: list[OrderView]
+    stops: list[SubmitOrder] = []
+    """Waiting stops in trigger-time order."""
+    last_price: int | None = None
+    """The last trade's price (what stops trigger on)."""
 
 
 class BookImage(msgspec.Struct, frozen=True, gc=False):
@@ -61,17 +71,29 @@ class BookImage(msgspec.Struct, frozen=True, gc=False):
     bid_remaining: list[int]
     asks: list[SubmitOrder]
     ask_remaining: list[int]
+    hidden: dict[int, int] = {}
+    """Icebergs' hidden reserves by order id."""
+    stops: list[SubmitOrder] = []
+    last_price: int | None = None
 
     def snapshot(self) -> BookSnapshot:
         """The same book as views (what `Engine.restore` takes)."""
+        hidden = self.hidden
+
         def views(orders: list[SubmitOrder], remaining: list[int]) -> list[OrderView]:
-            return [OrderView(order.order_id, order.account, order.side, order.price or 0,
-                              order.quantity, left, order.timestamp, order.post_only,
-                              order.stp, order.client_order_id, order.cancel_on_disconnect)
+            return [order_view(order, left, hidden.get(order.order_id, 0))
                     for order, left in zip(orders, remaining, strict=True)]
         return BookSnapshot(self.spec, self.seq, self.counters,
                             views(self.bids, self.bid_remaining),
-                            views(self.asks, self.ask_remaining))
+                            views(self.asks, self.ask_remaining), self.stops, self.last_price)
+
+
+def order_view(order: SubmitOrder, remaining: int, hidden: int = 0) -> OrderView:
+    """The view of a live order showing `remaining` lots (and `hidden` in reserve)."""
+    return OrderView(order.order_id, order.account, order.side, order.price or 0,
+                     order.quantity, remaining, order.timestamp, order.post_only, order.stp,
+                     order.client_order_id, order.cancel_on_disconnect, order.time_in_force,
+                     order.expire_time, order.display_quantity, hidden)
 
 
 class BookCapture:
@@ -80,10 +102,16 @@ class BookCapture:
     (ordering, listing) later, anywhere. Safe because live orders are immutable: an amend
     replaces the order, it never changes it."""
 
-    __slots__ = ("counters", "levels", "orders", "seq", "spec")
+    __slots__ = ("counters", "hidden", "last_price", "levels", "orders", "seq", "spec",
+                 "stops")
 
     def __init__(self, spec: InstrumentSpec, seq: int, counters: Counters,
-                 levels: dict[int, dict[int, int]], orders: dict[int, SubmitOrder]) -> None:
+                 levels: dict[int, dict[int, int]], orders: dict[int, SubmitOrder],
+                 hidden: dict[int, int] | None = None, stops: list[SubmitOrder] | None = None,
+                 last_price: int | None = None) -> None:
+        self.hidden = hidden or {}
+        self.stops = stops or []
+        self.last_price = last_price
         self.spec = spec
         self.seq = seq
         self.counters = counters
@@ -109,4 +137,4 @@ class BookCapture:
             sides.append((listed, remaining))
         (bids, bid_remaining), (asks, ask_remaining) = sides
         return BookImage(self.spec, self.seq, self.counters, bids, bid_remaining, asks,
-                         ask_remaining)
+                         ask_remaining, self.hidden, self.stops, self.last_price)

@@ -82,6 +82,7 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.PRICE_OUT_OF_BAND: (422, "the price is outside the symbol's price band"),
     E.POST_ONLY_WOULD_TAKE: (422, "the post-only order would have traded on arrival"),
     E.FOK_NOT_FILLED: (422, "the fill-or-kill order could not fill completely at once"),
+    E.STOP_WOULD_TRIGGER: (422, "the last trade already reached the stop price"),
     E.STP: (422, "the order would have traded with the same account"),
     # the runtime
     E.OVERLOADED: (503, "the symbol's queue is full; retry shortly"),

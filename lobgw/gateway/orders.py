@@ -349,18 +349,20 @@ class OrderService:
         spec = actor.spec
         quantity = spec.parse_quantity(request.quantity)
         price: int | None = None
-        if request.type is OrderType.LIMIT:
+        order_type = OrderType(request.type.value)
+        time_in_force = TimeInForce(request.time_in_force.value)
+        if order_type is OrderType.LIMIT:
             if request.price is None:
                 raise ApiError(ErrorCode.MISSING_PRICE, None, "price")
             price = spec.parse_price(request.price)
         elif request.price is not None:
             raise ApiError(ErrorCode.PRICE_NOT_ALLOWED, None, "price")
-        if request.post_only and (request.type is OrderType.MARKET
-                                  or request.time_in_force is not TimeInForce.GTC):
+        if request.post_only and (order_type is OrderType.MARKET
+                                  or time_in_force is not TimeInForce.GTC):
             raise ApiError(ErrorCode.POST_ONLY_NOT_ALLOWED, None, "post_only")
         command = SubmitOrder(self.exchange.next_order_id(), account, request.side, quantity,
-                              price=price, order_type=request.type,
-                              time_in_force=request.time_in_force,
+                              price=price, order_type=order_type,
+                              time_in_force=time_in_force,
                               post_only=request.post_only, stp=request.stp,
                               timestamp=time.time_ns(),
                               client_order_id=request.client_order_id,

@@ -7,6 +7,7 @@ market-data messages carry them pre-formatted so every subscriber gets the same 
 
 from __future__ import annotations
 
+import enum
 import json
 import zlib
 from collections.abc import Iterable
@@ -84,6 +85,22 @@ class Wire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
 
 # -- order entry ---------------------------------------------------------------------------
 
+class EntryType(enum.Enum):
+    """The order types the gateway takes (the engine also knows STOP and STOP_LIMIT, which
+    the gateway does not take yet)."""
+
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+
+
+class EntryTimeInForce(enum.Enum):
+    """The times in force the gateway takes (the engine also knows GTD and DAY)."""
+
+    GTC = "GTC"
+    IOC = "IOC"
+    FOK = "FOK"
+
+
 class PlaceOrder(Wire):
     """A new order as a client sends it."""
 
@@ -91,8 +108,8 @@ class PlaceOrder(Wire):
     side: Side
     quantity: DecimalText
     price: DecimalText | None = None
-    type: OrderType = OrderType.LIMIT
-    time_in_force: TimeInForce = TimeInForce.GTC
+    type: EntryType = EntryType.LIMIT
+    time_in_force: EntryTimeInForce = EntryTimeInForce.GTC
     post_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     client_order_id: ClientOrderId | None = None

@@ -235,6 +235,8 @@ class Backtest:
         self.through_fills = 0
         """Strategy fills by an execution at a worse price than the strategy's order."""
         self._own: OwnOrders | None = None
+        self._captured = BookView(0, None, 0, None, 0)
+        """The view `_capture_touch` took of the last row."""
         self._shadows: dict[int, MarketRecord] = {}
         """No impact: historical adds that the strategy's crossing orders took in full, as
         the data has them now (the market still holds them; the book cannot while a strategy
@@ -490,11 +492,19 @@ class Backtest:
 
     async def _apply_row(self, commands: list[AnyCommand],
                          record: MarketRecord | None = None) -> BookView:
+        own = self._own_orders()
+        if not own[Side.BUY] and not own[Side.SELL]:
+            # the usual row: the strategy has nothing in the book, the view is the touch
+            self._handle(await (await self.actor.send([commands], self._capture_touch)))
+            view = self._captured
+            return self._with_shadows(view) if self._shadows else view
         captured: list[BookView] = []
         resting: dict[int, int] = {}
-        own = self._own_orders()
-        arriving = any(command.__class__ is SubmitOrder for command in commands) and (
-            own[Side.BUY] or own[Side.SELL])  # only a new order can trade with the strategy
+        arriving = False  # only a new order can trade with the strategy
+        for command in commands:
+            if command.__class__ is SubmitOrder:
+                arriving = True
+                break
 
         def capture(index: int, events: list[Event], book: BookReader) -> None:
             captured.append(_market_view(book, self.now, own))
@@ -520,6 +530,12 @@ class Backtest:
         if follow:
             return await self._apply_row(follow)
         return self._with_shadows(captured[0]) if self._shadows else captured[0]
+
+    def _capture_touch(self, index: int, events: list[Event], book: BookReader) -> None:
+        """The market's view when the strategy has no order in the book: the touch."""
+        bid, ask = book.best_bid(), book.best_ask()
+        self._captured = BookView(self.now, bid[0] if bid else None, bid[1] if bid else 0,
+                                  ask[0] if ask else None, ask[1] if ask else 0)
 
     def _level_commands(self, record: MarketRecord, row: list[Level], seen: int
                         ) -> list[AnyCommand]:
@@ -669,8 +685,17 @@ def _taken_by_strategy(events: list[Event]) -> dict[int, int]:
 
 def _market_view(book: BookReader, now: int, own: OwnOrders) -> BookView:
     """The market's best bid and ask without the strategy's own orders."""
-    bid, bid_size = _market_best(book, Side.BUY, own[Side.BUY])
-    ask, ask_size = _market_best(book, Side.SELL, own[Side.SELL])
+    bid_best, ask_best = book.best_bid(), book.best_ask()
+    mine = own[Side.BUY]
+    if bid_best is None or bid_best[0] not in mine:  # the usual case: not at the touch
+        bid, bid_size = (None, 0) if bid_best is None else bid_best
+    else:
+        bid, bid_size = _market_best(book, Side.BUY, mine)
+    mine = own[Side.SELL]
+    if ask_best is None or ask_best[0] not in mine:
+        ask, ask_size = (None, 0) if ask_best is None else ask_best
+    else:
+        ask, ask_size = _market_best(book, Side.SELL, mine)
     return BookView(now, bid, bid_size, ask, ask_size)
 
 

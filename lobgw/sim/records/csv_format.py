@@ -67,6 +67,8 @@ def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketR
     if kind is Kind.AMEND and price is None and not quantity:
         raise ValueError("AMEND needs a new price or quantity")
     tif = TimeInForce(row["tif"].upper()) if row.get("tif") else TimeInForce.GTC
+    if tif not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
+        raise ValueError(f"tif {tif.value} is not in the csv format (GTC, IOC or FOK)")
     flags = {flag.strip().upper() for flag in row.get("flags", "").split("|") if flag.strip()}
     unknown = flags - {"POST_ONLY"}
     if unknown:
