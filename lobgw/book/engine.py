@@ -749,19 +749,7 @@ class Engine:
         if new_price == old_price and new_quantity <= order.quantity:
             # A decrease (or no change) keeps the order's place in the queue; an iceberg
             # gives up hidden lots first.
-            shown = min(visible, new_remaining)
-            level.orders[order.order_id] = shown
-            level.size -= visible - shown
-            if hidden:
-                if new_remaining > shown:
-                    self._reserves[order.order_id] = new_remaining - shown
-                else:
-                    del self._reserves[order.order_id]
-            self._orders[order.order_id] = msgspec.structs.replace(order, quantity=new_quantity)
-            self._amends += 1
-            self._seq += 1
-            events.append(OrderAmended(self._seq, ts, order.order_id, account, order.side,
-                                       new_price, new_price, new_quantity, new_remaining, True))
+            self._shrink(order, level, new_quantity, new_remaining, ts, events)
             return
         limit = new_price * other.sign
         crosses = other.best <= limit
@@ -982,31 +970,40 @@ class Engine:
         ts = cmd.timestamp
         if order is None:
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
-        self._amends += 1
         price = order.price
         assert price is not None
         level = self._levels[price * order.side.sign]
         remaining = level.orders[order.order_id]
-        if self._reserves and order.order_id in self._reserves:
-            total = remaining + self._reserves[order.order_id]
-            if cmd.quantity >= total:
-                self._cancel_resting(order, CANCELED, ts, events)
-                return
-            self._amends -= 1  # counted by the amend
-            filled = order.quantity - total
-            return self._amend(AmendOrder(order.order_id, quantity=filled + total
-                                          - cmd.quantity, timestamp=ts), events)
+        if self._reserves:
+            remaining += self._reserves.get(order.order_id, 0)
         if cmd.quantity >= remaining:
+            self._amends += 1
             self._cancel_resting(order, CANCELED, ts, events)
             return
-        level.orders[order.order_id] = remaining - cmd.quantity
-        level.size -= cmd.quantity
-        reduced = msgspec.structs.replace(order, quantity=order.quantity - cmd.quantity)
-        self._orders[order.order_id] = reduced
+        self._shrink(order, level, order.quantity - cmd.quantity, remaining - cmd.quantity, ts,
+                     events)
+
+    def _shrink(self, order: SubmitOrder, level: Level, quantity: int, left: int, ts: int,
+                events: list[Event]) -> None:
+        """Decrease a resting order to `quantity` in all with `left` lots to fill, keeping its
+        place in the queue; an iceberg gives up hidden lots first."""
+        order_id = order.order_id
+        visible = level.orders[order_id]
+        shown = min(visible, left)
+        level.orders[order_id] = shown
+        level.size -= visible - shown
+        if order_id in self._reserves:
+            if left > shown:
+                self._reserves[order_id] = left - shown
+            else:
+                del self._reserves[order_id]
+        self._orders[order_id] = msgspec.structs.replace(order, quantity=quantity)
+        self._amends += 1
         self._seq += 1
-        events.append(OrderAmended(self._seq, ts, order.order_id, order.account, order.side,
-                                   price, price, reduced.quantity, remaining - cmd.quantity,
-                                   True))
+        price = order.price
+        assert price is not None
+        events.append(OrderAmended(self._seq, ts, order_id, order.account, order.side, price,
+                                   price, quantity, left, True))
 
     # -- queries -----------------------------------------------------------------------------
 

@@ -533,9 +533,7 @@ class Backtest:
 
     def _capture_touch(self, index: int, events: list[Event], book: BookReader) -> None:
         """The market's view when the strategy has no order in the book: the touch."""
-        bid, ask = book.best_bid(), book.best_ask()
-        self._captured = BookView(self.now, bid[0] if bid else None, bid[1] if bid else 0,
-                                  ask[0] if ask else None, ask[1] if ask else 0)
+        self._captured = _market_view(book, self.now, self._own_orders())
 
     def _level_commands(self, record: MarketRecord, row: list[Level], seen: int
                         ) -> list[AnyCommand]:
