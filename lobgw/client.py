@@ -487,13 +487,15 @@ class LobgwClient:
 
     async def amend(self, order_id: int | None = None, client_order_id: str | None = None,
                     quantity: str | Decimal | None = None,
-                    price: str | Decimal | None = None) -> OrderAck:
-        """Amend an order's total quantity and/or price."""
+                    price: str | Decimal | None = None,
+                    stop_price: str | Decimal | None = None) -> OrderAck:
+        """Amend an order's total quantity and/or price (a waiting stop's stop price)."""
         message: dict[str, Any] = {"op": "amend"}
         for key, value in (("order_id", order_id), ("client_order_id", client_order_id)):
             if value is not None:
                 message[key] = value
-        for key, decimal in (("quantity", quantity), ("price", price)):
+        for key, decimal in (("quantity", quantity), ("price", price),
+                             ("stop_price", stop_price)):
             if decimal is not None:
                 message[key] = str(decimal)
         ack: OrderAck = await self.request(message)

@@ -8,8 +8,11 @@ A bad file or override stops startup with a `ConfigError` naming the key and the
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import tomllib
+import zoneinfo
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -103,6 +106,52 @@ class RuntimeConfig(Section, frozen=True):
     """A subscribed channel with no messages for this long gets a heartbeat."""
     recent_trades: Positive = 1_000
     """Public trades per symbol kept for `/trades` (and in snapshots, across restarts)."""
+    max_batch_requests: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 50
+    """Requests in one batch entry (`op: batch`, `POST /api/v1/orders/batch`)."""
+
+
+class MarketDataConfig(Section, frozen=True):
+    """Who may see what: the order-by-order (L3) channel is for the accounts listed here
+    only (venues restrict it; it shows every order's id and size)."""
+
+    l3_accounts: list[str] = msgspec.field(default_factory=list)
+
+
+_TIME_OF_DAY = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])(?::([0-5][0-9]))?$")
+
+
+class SessionConfig(Section, frozen=True):
+    """A symbol's trading day: DAY orders expire at `end`, a local time of day in
+    `timezone` (an IANA name), the next time it comes after the order arrives."""
+
+    symbol: str
+    end: str
+    """HH:MM or HH:MM:SS."""
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        if not _TIME_OF_DAY.match(self.end):
+            raise ValueError(f"session end {self.end!r} of {self.symbol} is not HH:MM[:SS]")
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {self.timezone!r} for the session of "
+                             f"{self.symbol}") from None
+
+    def next_end(self, now_ns: int) -> int:
+        """The first session end after `now_ns` (Unix ns), in Unix ns."""
+        match = _TIME_OF_DAY.match(self.end)
+        assert match is not None
+        zone = zoneinfo.ZoneInfo(self.timezone)
+        now = datetime.datetime.fromtimestamp(now_ns / 1e9, zone)
+        end = datetime.time(int(match[1]), int(match[2]), int(match[3] or 0))
+        day = now.date()
+        while True:
+            candidate = datetime.datetime.combine(day, end, zone)
+            ns = int(candidate.timestamp()) * 1_000_000_000
+            if ns > now_ns:
+                return ns
+            day += datetime.timedelta(days=1)
 
 
 class JournalConfig(Section, frozen=True):
@@ -159,6 +208,10 @@ class Config(Section, frozen=True):
     cors: CorsConfig = msgspec.field(default_factory=CorsConfig)
     fees: list[FeeSchedule] = msgspec.field(default_factory=list)
     """Per-symbol fee schedules (backtests charge them; `[[fees]]` with `symbol`)."""
+    sessions: list[SessionConfig] = msgspec.field(default_factory=list)
+    """Per-symbol session ends for DAY orders (`[[sessions]]` with `symbol`); a symbol
+    without one refuses DAY orders."""
+    market_data: MarketDataConfig = msgspec.field(default_factory=MarketDataConfig)
 
     def __post_init__(self) -> None:
         if not self.symbols:
@@ -177,6 +230,17 @@ class Config(Section, frozen=True):
                 raise ValueError(f"account {account.name!r} reuses another account's api_key")
             names.add(account.name)
             keys.add(account.api_key)
+        days: set[str] = set()
+        for session in self.sessions:
+            if session.symbol not in seen:
+                raise ValueError(f"the session of {session.symbol!r} names no configured "
+                                 "symbol")
+            if session.symbol in days:
+                raise ValueError(f"symbol {session.symbol!r} has two sessions")
+            days.add(session.symbol)
+        for name in self.market_data.l3_accounts:
+            if name not in names:
+                raise ValueError(f"market_data.l3_accounts names no account {name!r}")
 
 
 def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:

@@ -380,7 +380,8 @@ class ReferenceBook:
             del self.stops[index]
             self.stops.append(changed)
         return [OrderAmended(self._event_seq(), ts, stop.order_id, stop.account, stop.side,
-                             stop.price or 0, price or 0, quantity, quantity, kept)]
+                             stop.price or 0, price or 0, quantity, quantity, kept,
+                             changed.stop_price)]
 
     def execute(self, cmd: ExecuteOrder) -> list[Event]:
         order = self.find(cmd.order_id)

@@ -28,7 +28,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from lobgw.actors.journal import SNAPSHOT_BUCKETS, Journal, Recovery, SnapshotWriter
-from lobgw.book.commands import AnyCommand
+from lobgw.book.commands import AnyCommand, ExpireOrders
 from lobgw.book.engine import Engine
 from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec
@@ -87,6 +87,13 @@ SNAPSHOT_SLICE = 0.0005
 
 RECOVERY_CHUNK = 8192
 """Commands per request when a journal tail is applied at start-up."""
+
+EXPIRY_MARGIN = 0.001
+"""Seconds after an order's expire time that its expiry is sent (the loop's timer and the
+wall clock differ slightly; an early one would expire nothing)."""
+
+EXPIRY_RETRY = 0.05
+"""Seconds before a refused (queue full, still recovering) expiry is tried again."""
 
 SNAPSHOT_RETRY_FIRST = 1.0
 SNAPSHOT_RETRY_MAX = 60.0
@@ -147,8 +154,13 @@ class SymbolActor:
         batch_size: int = 512,
         observe_latency: LatencyObserver | None = None,
         journal: Journal | None = None,
+        expire_on_clock: bool = False,
     ) -> None:
         self._engine = Engine(spec)
+        self._expire_on_clock = expire_on_clock
+        """Send `ExpireOrders` on the wall clock when a GTD or DAY order falls due (the
+        gateway; replay and backtests send it from data time themselves)."""
+        self._expiry: tuple[int, asyncio.TimerHandle] | None = None
         self.journal = journal
         self.journal_available = True
         self.symbol = spec.symbol
@@ -194,6 +206,9 @@ class SymbolActor:
         """Refuse new requests, let everything already queued finish, then end the task."""
         self._accepting = False
         self._resumed.set()
+        if self._expiry is not None:
+            self._expiry[1].cancel()
+            self._expiry = None
         if self._task is None:
             return
         if not self._task.done():
@@ -291,6 +306,8 @@ class SymbolActor:
         # The tail counts towards the next snapshot (so a clean stop snapshots it).
         journal.commands_since_snapshot = recovery.commands
         self._recovered = True
+        if self._expire_on_clock:
+            self._arm_expiry()  # what fell due while the gateway was down goes now
         return recovery
 
     # -- requests --------------------------------------------------------------------------
@@ -473,6 +490,41 @@ class SymbolActor:
         self._snapshot_retry_at = time.monotonic() + self._snapshot_backoff
         self._snapshot_backoff = min(SNAPSHOT_RETRY_MAX, self._snapshot_backoff * 2)
 
+    # -- expiry on the wall clock -------------------------------------------------------------
+
+    def _arm_expiry(self, retry: float | None = None) -> None:
+        """Wake up when the book's earliest GTD or DAY order falls due (or retry soon)."""
+        due = self._engine.next_expiry()
+        current = self._expiry
+        if due is None and retry is None:
+            if current is not None:
+                current[1].cancel()
+                self._expiry = None
+            return
+        if retry is None and current is not None and due is not None and current[0] <= due:
+            return  # already awake in time
+        if current is not None:
+            current[1].cancel()
+        delay = retry if retry is not None else max(
+            0.0, (due or 0) - time.time_ns()) / 1e9 + EXPIRY_MARGIN
+        handle = asyncio.get_running_loop().call_later(delay, self._expire_due)
+        self._expiry = (due if due is not None else 0, handle)
+
+    def _expire_due(self) -> None:
+        """Send the expiry of what is due through the queue, journaled like any command."""
+        self._expiry = None
+        if not self._accepting:
+            return
+        try:
+            self._put(_Request(((ExpireOrders(time.time_ns()),),), reply=self._expired))
+        except (OverloadedError, NotReadyError):
+            self._arm_expiry(EXPIRY_RETRY)
+
+    def _expired(self, events: list[Event] | None, error: BaseException | None) -> None:
+        if error is not None:
+            log.error("%s: expiring orders failed (%s); trying again", self.symbol, error)
+            self._arm_expiry(SNAPSHOT_RETRY_FIRST)
+
     def _answer(self, request: _Request, result: Any, error: BaseException | None) -> None:
         if request.reply is not None:
             try:
@@ -524,6 +576,8 @@ class SymbolActor:
                     listener(self.symbol, events, engine)
                 except Exception:
                     log.exception("listener %r failed on a batch of %s", listener, self.symbol)
+        if self._expire_on_clock and self._accepting:
+            self._arm_expiry()
         observe = self._observe_latency
         now = time.perf_counter()
         for request, result, error in answers:

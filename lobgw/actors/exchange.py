@@ -28,13 +28,14 @@ class Exchange:
         observe_latency: LatencyObserver | None = None,
         first_order_id: int = 1,
         journals: dict[str, Journal] | None = None,
+        expire_on_clock: bool = False,
     ) -> None:
         self.actors: dict[str, SymbolActor] = {}
         for spec in specs:
             self.actors[spec.symbol] = SymbolActor(
                 spec, queue_size=queue_size, batch_size=batch_size,
                 observe_latency=observe_latency,
-                journal=(journals or {}).get(spec.symbol))
+                journal=(journals or {}).get(spec.symbol), expire_on_clock=expire_on_clock)
         self._order_ids = itertools.count(first_order_id)
         self.recoveries: dict[str, Recovery] = {}
 

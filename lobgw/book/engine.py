@@ -827,7 +827,8 @@ class Engine:
         self._amends += 1
         self._seq += 1
         events.append(OrderAmended(self._seq, ts, stop.order_id, stop.account, stop.side,
-                                   stop.price or 0, price or 0, quantity, quantity, kept))
+                                   stop.price or 0, price or 0, quantity, quantity, kept,
+                                   stop_price))
 
     def _triggered(self, price: int, ts: int, out: deque[tuple[SubmitOrder, int, int]]) -> None:
         """Stops that a trade at `price` releases, in trigger order (stop price, then time)."""

@@ -78,6 +78,8 @@ class OrderAmended(Event, frozen=True, gc=False, tag=True):
     quantity: int
     remaining: int
     priority_kept: bool
+    stop_price: int | None = None
+    """A waiting stop's stop price after the amend (None for an order in the book)."""
 
 
 class OrderExpired(Event, frozen=True, gc=False, tag=True):

@@ -301,7 +301,8 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
                     for spec in config.symbols}
     exchange = Exchange(config.symbols, queue_size=config.runtime.command_queue_size,
                         batch_size=config.runtime.batch_size,
-                        observe_latency=metrics.observe_latency, journals=journals)
+                        observe_latency=metrics.observe_latency, journals=journals,
+                        expire_on_clock=True)
     history = config.history
     registry = OrderRegistry(specs, Retention(history.orders_kept, history.executions_kept,
                                               history.max_age_seconds))
@@ -325,7 +326,9 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     app[CONFIG] = config
     app[EXCHANGE] = exchange
     app[REGISTRY] = registry
-    service = app[SERVICE] = OrderService(exchange, registry, metrics.received)
+    service = app[SERVICE] = OrderService(
+        exchange, registry, metrics.received,
+        {session.symbol: session for session in config.sessions})
     app[CANCEL_AFTER] = CancelAfter(service)
     app[HUB] = hub
     app[METRICS] = metrics

@@ -63,10 +63,23 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.MISSING_PRICE: (400, "a limit order needs a price"),
     E.PRICE_NOT_ALLOWED: (400, "a market order takes no price"),
     E.POST_ONLY_NOT_ALLOWED: (400, "post-only orders must be GTC limit orders"),
+    E.MISSING_STOP_PRICE: (400, "a STOP or STOP_LIMIT order needs a stop_price"),
+    E.STOP_PRICE_NOT_ALLOWED: (400, "only STOP and STOP_LIMIT orders take a stop_price"),
+    E.DISPLAY_NOT_ALLOWED: (400, "display_quantity (an iceberg) needs a LIMIT order with "
+                                 "time in force GTC, GTD or DAY, and no post-only"),
+    E.DISPLAY_ABOVE_QUANTITY: (400, "display_quantity is above the order's quantity"),
+    E.MISSING_EXPIRE_TIME: (400, "a GTD order needs an expire_time"),
+    E.EXPIRE_TIME_NOT_ALLOWED: (400, "only GTD orders take an expire_time (DAY orders "
+                                     "expire at the session end)"),
+    E.EXPIRE_TIME_IN_PAST: (400, "expire_time is not in the future"),
+    E.NO_SESSION: (400, "this symbol has no session configured, so DAY orders are not "
+                        "available"),
+    E.BATCH_TOO_LARGE: (400, "the batch has more requests than allowed"),
     # who asks, and how often
     E.UNAUTHORIZED: (401, "a valid X-API-Key header is required"),
     E.ALREADY_AUTHENTICATED: (409, "this connection is already authenticated; open another "
                                    "one for another account"),
+    E.FORBIDDEN: (403, "this account may not use this"),
     E.RATE_LIMITED: (429, "too many requests"),
     # what the request names
     E.NOT_FOUND: (404, "not found"),

@@ -26,6 +26,7 @@ from lobgw.book.events import Event, OrderCanceled, OrderRejected
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import OrderType, Reason, TimeInForce
 from lobgw.book.views import BookSnapshot
+from lobgw.config import SessionConfig
 from lobgw.encoding import Pieces
 from lobgw.errors import ErrorCode
 from lobgw.gateway.errors import ApiError, rejected
@@ -56,6 +57,9 @@ Answer = Callable[[T | None, BaseException | None], None]
 """Called once with an operation's result, or with the exception that refused it."""
 
 _ACCEPTED = ExecutionKind.ACCEPTED
+_PRICED = (OrderType.LIMIT, OrderType.STOP_LIMIT)
+_STOPS = (OrderType.STOP, OrderType.STOP_LIMIT)
+_RESTING = (TimeInForce.GTC, TimeInForce.GTD, TimeInForce.DAY)
 _FINAL = frozenset(status for status in OrderStatus if status.is_final)
 
 
@@ -145,13 +149,17 @@ class OrderRegistry:
         return [order for order in orders if symbol is None or order.symbol == symbol]
 
     def restore(self, symbol: str, snapshot: BookSnapshot) -> None:
-        """After a restart: the resting orders a snapshot brought back, completed from their
-        kept executions (creation time, fills and so the average price; without all of its
-        fills an order's average price is unknown)."""
+        """After a restart: the resting orders and waiting stops a snapshot brought back,
+        completed from their kept executions (creation time, type, fills and so the average
+        price; without all of its fills an order's average price is unknown)."""
         executions = self.histories[symbol].of_order()
-        for order in self.tracker.restore(symbol, snapshot.bids + snapshot.asks):
+        for order in self.tracker.restore(symbol, snapshot.bids + snapshot.asks,
+                                          snapshot.stops):
             reports = executions.get(order.order_id, ())
             if reports:
+                last = reports[-1].order  # what a snapshot's book does not say
+                order.order_type, order.stop_price = last.order_type, last.stop_price
+                order.triggered = last.triggered
                 order.created_at = reports[0].timestamp
                 order.updated_at = reports[-1].timestamp
                 fills = [report.fill for report in reports if report.fill is not None]
@@ -256,6 +264,11 @@ class OrderRegistry:
             created_at=order.created_at,
             updated_at=order.updated_at,
             reason=None if order.reason is None else order.reason.value,
+            stop_price=None if order.stop_price is None else fmt.price(order.stop_price),
+            triggered=order.triggered,
+            display_quantity=None if order.display_quantity is None
+            else fmt.quantity(order.display_quantity),
+            expire_time=order.expire_time,
         )
 
     def fill_info(self, symbol: str, fill: Fill) -> FillInfo:
@@ -309,9 +322,12 @@ class OrderService:
     """Place, cancel, amend and cancel-all for an authenticated account."""
 
     def __init__(self, exchange: Exchange, registry: OrderRegistry,
-                 received: dict[str, int] | None = None) -> None:
+                 received: dict[str, int] | None = None,
+                 sessions: Mapping[str, SessionConfig] | None = None) -> None:
         self.exchange = exchange
         self.registry = registry
+        self.sessions = sessions or {}
+        """Per-symbol session ends, for DAY orders."""
         self.received = {} if received is None else received
         """New orders that reached order entry, per symbol."""
 
@@ -346,30 +362,65 @@ class OrderService:
                        ) -> tuple[OrderState, SymbolActor, SubmitOrder]:
         actor = self.exchange.actor(request.symbol)
         self.received[request.symbol] = self.received.get(request.symbol, 0) + 1
-        spec = actor.spec
+        command = self.command(account, request, actor.spec, time.time_ns(),
+                               cancel_on_disconnect)
+        order = OrderState.submitted(request.symbol, command)
+        self.registry.reserve(order)
+        return order, actor, command
+
+    def command(self, account: str, request: PlaceOrder, spec: InstrumentSpec, now: int,
+                cancel_on_disconnect: bool = False) -> SubmitOrder:
+        """Check a new order's fields against each other and the symbol's rules (raising
+        ApiError naming the field) and build its engine command."""
         quantity = spec.parse_quantity(request.quantity)
+        order_type, tif = request.type, request.time_in_force
         price: int | None = None
-        order_type = OrderType(request.type.value)
-        time_in_force = TimeInForce(request.time_in_force.value)
-        if order_type is OrderType.LIMIT:
+        if order_type in _PRICED:
             if request.price is None:
                 raise ApiError(ErrorCode.MISSING_PRICE, None, "price")
             price = spec.parse_price(request.price)
         elif request.price is not None:
-            raise ApiError(ErrorCode.PRICE_NOT_ALLOWED, None, "price")
-        if request.post_only and (order_type is OrderType.MARKET
-                                  or time_in_force is not TimeInForce.GTC):
+            raise ApiError(ErrorCode.PRICE_NOT_ALLOWED, f"a {order_type.value} order takes no "
+                           "price", "price")
+        stop_price: int | None = None
+        if order_type in _STOPS:
+            if request.stop_price is None:
+                raise ApiError(ErrorCode.MISSING_STOP_PRICE, None, "stop_price")
+            stop_price = spec.parse_price(request.stop_price, "stop_price")
+            if tif is TimeInForce.FOK:
+                raise ApiError(ErrorCode.INVALID_VALUE, "a stop order cannot be FOK",
+                               "time_in_force")
+        elif request.stop_price is not None:
+            raise ApiError(ErrorCode.STOP_PRICE_NOT_ALLOWED, None, "stop_price")
+        if request.post_only and (order_type is not OrderType.LIMIT
+                                  or tif is not TimeInForce.GTC):
             raise ApiError(ErrorCode.POST_ONLY_NOT_ALLOWED, None, "post_only")
-        command = SubmitOrder(self.exchange.next_order_id(), account, request.side, quantity,
-                              price=price, order_type=order_type,
-                              time_in_force=time_in_force,
-                              post_only=request.post_only, stp=request.stp,
-                              timestamp=time.time_ns(),
-                              client_order_id=request.client_order_id,
-                              cancel_on_disconnect=cancel_on_disconnect)
-        order = OrderState.submitted(request.symbol, command)
-        self.registry.reserve(order)
-        return order, actor, command
+        display: int | None = None
+        if request.display_quantity is not None:
+            if order_type is not OrderType.LIMIT or tif not in _RESTING or request.post_only:
+                raise ApiError(ErrorCode.DISPLAY_NOT_ALLOWED, None, "display_quantity")
+            display = spec.parse_quantity(request.display_quantity, "display_quantity")
+            if display > quantity:
+                raise ApiError(ErrorCode.DISPLAY_ABOVE_QUANTITY, None, "display_quantity")
+        expire_time = request.expire_time
+        if tif is TimeInForce.GTD:
+            if expire_time is None:
+                raise ApiError(ErrorCode.MISSING_EXPIRE_TIME, None, "expire_time")
+            if expire_time <= now:
+                raise ApiError(ErrorCode.EXPIRE_TIME_IN_PAST, None, "expire_time")
+        elif expire_time is not None:
+            raise ApiError(ErrorCode.EXPIRE_TIME_NOT_ALLOWED, None, "expire_time")
+        elif tif is TimeInForce.DAY:
+            session = self.sessions.get(request.symbol)
+            if session is None:
+                raise ApiError(ErrorCode.NO_SESSION, None, "time_in_force")
+            expire_time = session.next_end(now)
+        return SubmitOrder(self.exchange.next_order_id(), account, request.side, quantity,
+                           price=price, order_type=order_type, time_in_force=tif,
+                           post_only=request.post_only, stp=request.stp, timestamp=now,
+                           client_order_id=request.client_order_id,
+                           cancel_on_disconnect=cancel_on_disconnect, stop_price=stop_price,
+                           display_quantity=display, expire_time=expire_time)
 
     def _resolve(self, account: str, order_id: int | None,
                  client_order_id: str | None) -> OrderState:
@@ -392,14 +443,27 @@ class OrderService:
               body: AmendBody, answer: Answer[OrderAck]) -> None:
         """Check ownership, convert and enqueue an amend; `answer` gets the ack or refusal."""
         order = self._resolve(account, order_id, client_order_id)
-        if body.quantity is None and body.price is None:
-            raise ApiError(ErrorCode.MISSING_FIELD, "give a new quantity and/or price",
-                           "quantity")
+        self._change(order, self.amend_command(order, body, time.time_ns()), answer)
+
+    def amend_command(self, order: OrderState, body: AmendBody, now: int) -> AmendOrder:
+        """Check an amend's fields (raising ApiError naming the field) and build it."""
+        if body.quantity is None and body.price is None and body.stop_price is None:
+            raise ApiError(ErrorCode.MISSING_FIELD, "give a new quantity, price and/or "
+                           "stop_price", "quantity")
         spec = self.registry.specs[order.symbol]
         quantity = None if body.quantity is None else spec.parse_quantity(body.quantity)
         price = None if body.price is None else spec.parse_price(body.price)
-        self._change(order, AmendOrder(order.order_id, quantity=quantity, price=price,
-                                       timestamp=time.time_ns()), answer)
+        stop_price = None
+        if body.stop_price is not None:
+            if order.stop_price is None or order.triggered:
+                raise ApiError(ErrorCode.STOP_PRICE_NOT_ALLOWED, "only a waiting stop has a "
+                               "stop price to amend", "stop_price")
+            stop_price = spec.parse_price(body.stop_price, "stop_price")
+        if price is not None and order.price is None:
+            raise ApiError(ErrorCode.PRICE_NOT_ALLOWED, "this order has no price to amend",
+                           "price")
+        return AmendOrder(order.order_id, quantity=quantity, price=price, timestamp=now,
+                          stop_price=stop_price)
 
     def _change(self, order: OrderState, command: CancelOrder | AmendOrder,
                 answer: Answer[OrderAck]) -> None:

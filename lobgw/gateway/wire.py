@@ -7,7 +7,6 @@ market-data messages carry them pre-formatted so every subscriber gets the same 
 
 from __future__ import annotations
 
-import enum
 import json
 import zlib
 from collections.abc import Iterable
@@ -31,6 +30,8 @@ DecimalText = Annotated[str, msgspec.Meta(
 SymbolName = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
 Depth = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 RequestId = str | int | None
+Timestamp = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1,
+                                        description="Unix time in nanoseconds")]
 
 
 class DuplicateKeyError(ValueError):
@@ -85,22 +86,6 @@ class Wire(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=False):
 
 # -- order entry ---------------------------------------------------------------------------
 
-class EntryType(enum.Enum):
-    """The order types the gateway takes (the engine also knows STOP and STOP_LIMIT, which
-    the gateway does not take yet)."""
-
-    LIMIT = "LIMIT"
-    MARKET = "MARKET"
-
-
-class EntryTimeInForce(enum.Enum):
-    """The times in force the gateway takes (the engine also knows GTD and DAY)."""
-
-    GTC = "GTC"
-    IOC = "IOC"
-    FOK = "FOK"
-
-
 class PlaceOrder(Wire):
     """A new order as a client sends it."""
 
@@ -108,18 +93,27 @@ class PlaceOrder(Wire):
     side: Side
     quantity: DecimalText
     price: DecimalText | None = None
-    type: EntryType = EntryType.LIMIT
-    time_in_force: EntryTimeInForce = EntryTimeInForce.GTC
+    type: OrderType = OrderType.LIMIT
+    time_in_force: TimeInForce = TimeInForce.GTC
     post_only: bool = False
     stp: SelfTradePrevention = SelfTradePrevention.CANCEL_TAKER
     client_order_id: ClientOrderId | None = None
+    stop_price: DecimalText | None = None
+    """STOP and STOP_LIMIT (and only they): the last trade price that releases the order."""
+    display_quantity: DecimalText | None = None
+    """An iceberg: the part shown at a time (a GTC, GTD or DAY limit; at most `quantity`)."""
+    expire_time: Timestamp | None = None
+    """GTD (and only GTD): when the order expires, Unix ns. DAY orders expire at the
+    symbol's configured session end."""
 
 
 class AmendBody(Wire):
-    """New total quantity and/or new price for a resting order."""
+    """New total quantity and/or new price for a resting order (and/or a new stop price
+    for a waiting stop)."""
 
     quantity: DecimalText | None = None
     price: DecimalText | None = None
+    stop_price: DecimalText | None = None
 
 
 class FillInfo(Wire):
@@ -153,6 +147,11 @@ class OrderInfo(Wire):
     updated_at: int
     reason: str | None = None
     """Why the order was rejected, cancelled or expired."""
+    stop_price: str | None = None
+    triggered: bool = False
+    """A stop that a trade released (it entered the book then)."""
+    display_quantity: str | None = None
+    expire_time: int | None = None
 
 
 class OrderAck(Wire):
@@ -321,6 +320,7 @@ class AmendOp(WsRequest, tag="amend"):
     client_order_id: ClientOrderId | None = None
     quantity: DecimalText | None = None
     price: DecimalText | None = None
+    stop_price: DecimalText | None = None
 
 
 class CancelAllOp(WsRequest, tag="cancel_all"):

@@ -273,7 +273,8 @@ class Connection:
                                     self._answer(slot, request.id, "cancel"))
             case AmendOp():
                 self.service.amend(self._account(), request.order_id, request.client_order_id,
-                                   AmendBody(quantity=request.quantity, price=request.price),
+                                   AmendBody(quantity=request.quantity, price=request.price,
+                                             stop_price=request.stop_price),
                                    self._answer(slot, request.id, "amend"))
             case CancelAllOp():
                 self.service.cancel_all(self._account(), request.symbol,

@@ -4,7 +4,7 @@
      │  └─fill (nothing left)─────────────▶ FILLED
      ├──cancel──▶ CANCELED        PARTIALLY_FILLED ──cancel──▶ CANCELED
      ├──expire──▶ EXPIRED         PARTIALLY_FILLED ──expire──▶ EXPIRED
-     └─(amend keeps the status)
+     └─(amend, a stop's trigger and an iceberg's refresh keep the status)
 
 The alphabet is `ExecutionKind`, the same word an execution report carries. A fill leads to
 the table's status while something is left and to FILLED once nothing is. A rejected order
@@ -48,6 +48,10 @@ class ExecutionKind(enum.Enum):
     CANCELED = "canceled"
     AMENDED = "amended"
     EXPIRED = "expired"
+    TRIGGERED = "triggered"
+    """A waiting stop was released by a trade and entered the book as a market or limit."""
+    REFRESHED = "refreshed"
+    """An iceberg showed its next part from the hidden reserve (new time priority)."""
 
     __hash__ = object.__hash__
 
@@ -67,6 +71,8 @@ TRANSITIONS: dict[tuple[OrderStatus, ExecutionKind], OrderStatus] = {
     (PARTIALLY_FILLED, ExecutionKind.CANCELED): OrderStatus.CANCELED,
     (PARTIALLY_FILLED, ExecutionKind.EXPIRED): OrderStatus.EXPIRED,
     (PARTIALLY_FILLED, ExecutionKind.AMENDED): PARTIALLY_FILLED,
+    (NEW, ExecutionKind.TRIGGERED): NEW,
+    (PARTIALLY_FILLED, ExecutionKind.REFRESHED): PARTIALLY_FILLED,
 }
 
 

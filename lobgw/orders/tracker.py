@@ -22,7 +22,9 @@ from lobgw.book.events import (
     OrderAmended,
     OrderCanceled,
     OrderExpired,
+    OrderRefreshed,
     OrderRejected,
+    OrderTriggered,
     TradeExecuted,
 )
 from lobgw.book.types import OrderType, Reason, SelfTradePrevention, Side, TimeInForce
@@ -110,6 +112,14 @@ class OrderState(msgspec.Struct, gc=False):
     reason: Reason | None = None
     """Why the order was rejected, cancelled or expired."""
     cancel_on_disconnect: bool = False
+    stop_price: int | None = None
+    """STOP, STOP_LIMIT: the trigger price (ticks)."""
+    triggered: bool = False
+    """A stop that a trade released (it is in the book, or done, since)."""
+    display_quantity: int | None = None
+    """An iceberg's visible part (lots)."""
+    expire_time: int | None = None
+    """GTD, DAY: when the order expires (Unix ns, or data time in replays)."""
 
     @classmethod
     def submitted(cls, symbol: str, command: SubmitOrder) -> OrderState:
@@ -117,18 +127,22 @@ class OrderState(msgspec.Struct, gc=False):
         return cls(command.order_id, command.account, symbol, command.side, command.order_type,
                    command.time_in_force, command.price, command.quantity, command.quantity,
                    command.post_only, command.stp, command.client_order_id, command.timestamp,
-                   command.timestamp, 0, 0, _NEW, None, command.cancel_on_disconnect)
+                   command.timestamp, 0, 0, _NEW, None, command.cancel_on_disconnect,
+                   command.stop_price, False, command.display_quantity, command.expire_time)
 
     @classmethod
     def resting(cls, symbol: str, view: OrderView) -> OrderState:
-        """A resting order a snapshot brought back (its fills are known by quantity only)."""
-        filled = view.quantity - view.remaining
+        """A resting order a snapshot brought back (its fills are known by quantity only;
+        `remaining` counts an iceberg's hidden reserve)."""
+        remaining = view.remaining + view.hidden
+        filled = view.quantity - remaining
         return cls(view.order_id, view.account, symbol, view.side, OrderType.LIMIT,
-                   TimeInForce.GTC, view.price, view.quantity, view.remaining, view.post_only,
+                   view.time_in_force, view.price, view.quantity, remaining, view.post_only,
                    view.stp, view.client_order_id, view.timestamp, view.timestamp,
                    filled=filled, notional=-1,
                    status=OrderStatus.PARTIALLY_FILLED if filled else OrderStatus.NEW,
-                   cancel_on_disconnect=view.cancel_on_disconnect)
+                   cancel_on_disconnect=view.cancel_on_disconnect,
+                   display_quantity=view.display_quantity, expire_time=view.expire_time)
 
 
 Observer = Callable[[ExecutionKind, OrderState, Event, Fill | None], None]
@@ -138,6 +152,7 @@ for a fill the order's side of the trade."""
 _ACCEPTED, _REJECTED, _FILL = ExecutionKind.ACCEPTED, ExecutionKind.REJECTED, ExecutionKind.FILL
 _CANCELED, _EXPIRED, _AMENDED = (ExecutionKind.CANCELED, ExecutionKind.EXPIRED,
                                  ExecutionKind.AMENDED)
+_TRIGGERED, _REFRESHED = ExecutionKind.TRIGGERED, ExecutionKind.REFRESHED
 
 
 class OrderTracker:
@@ -162,11 +177,15 @@ class OrderTracker:
         """Drop an expected order that never reached an engine."""
         return self.pending.pop(order_id, None)
 
-    def restore(self, symbol: str, views: Iterable[OrderView]) -> list[OrderState]:
-        """Open the resting orders a snapshot brought back; return them."""
+    def restore(self, symbol: str, views: Iterable[OrderView],
+                stops: Iterable[SubmitOrder] = ()) -> list[OrderState]:
+        """Open the resting orders and waiting stops a snapshot brought back; return them."""
         restored = [OrderState.resting(symbol, view) for view in views
                     if (self.accounts is None or view.account in self.accounts)
                     and view.order_id not in self.open]
+        restored += [OrderState.submitted(symbol, stop) for stop in stops
+                     if (self.accounts is None or stop.account in self.accounts)
+                     and stop.order_id not in self.open]
         for order in restored:
             self.open[order.order_id] = order
         return restored
@@ -240,10 +259,26 @@ class OrderTracker:
                 order = open_orders.get(amended.order_id)
                 if order is None:
                     continue
-                order.price = amended.price
+                if order.price is not None:  # (a stop-market's amend says price 0)
+                    order.price = amended.price
+                if amended.stop_price is not None:
+                    order.stop_price = amended.stop_price
                 order.quantity = amended.quantity
                 order.remaining = amended.remaining
                 order.updated_at = amended.timestamp
                 order.status = transition(order.status, _AMENDED)
                 if observe is not None:
                     observe(_AMENDED, order, event, None)
+            elif cls is OrderTriggered or cls is OrderRefreshed:
+                order = open_orders.get(event.order_id)  # type: ignore[attr-defined]
+                if order is None:
+                    continue
+                order.updated_at = event.timestamp
+                if cls is OrderTriggered:
+                    order.triggered = True
+                    kind = _TRIGGERED
+                else:
+                    kind = _REFRESHED
+                order.status = transition(order.status, kind)
+                if observe is not None:
+                    observe(kind, order, event, None)

@@ -1,0 +1,154 @@
+"""Stops, icebergs, GTD and DAY through the gateway: REST and WebSocket order entry, their
+validation codes, execution reports (triggered, refreshed, expired) and the actor's expiry
+timer, against a real server with real clients."""
+
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from lobgw.client import ClientError, LobgwClient
+from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
+
+
+def order(side: str = "BUY", quantity: str = "1", price: str | None = "100", **extra: Any
+          ) -> dict[str, Any]:
+    body: dict[str, Any] = {"symbol": "BTC-USD", "side": side, "quantity": quantity, **extra}
+    if price is not None:
+        body["price"] = price
+    return body
+
+
+FUTURE = time.time_ns() + 3600 * 10**9
+
+REFUSALS = [
+    (order(type="STOP", price=None), "MISSING_STOP_PRICE", "stop_price"),
+    (order(type="STOP", price=None, stop_price="100.3"), "PRICE_OFF_TICK", "stop_price"),
+    (order(type="STOP_LIMIT", price=None, stop_price="100"), "MISSING_PRICE", "price"),
+    (order(type="STOP", stop_price="100"), "PRICE_NOT_ALLOWED", "price"),
+    (order(stop_price="100"), "STOP_PRICE_NOT_ALLOWED", "stop_price"),
+    (order(type="STOP", price=None, stop_price="100", time_in_force="FOK"), "INVALID_VALUE",
+     "time_in_force"),
+    (order(quantity="1", display_quantity="2"), "DISPLAY_ABOVE_QUANTITY", "display_quantity"),
+    (order(quantity="1", display_quantity="0.005"), "QUANTITY_OFF_LOT", "display_quantity"),
+    (order(type="MARKET", price=None, display_quantity="1"), "DISPLAY_NOT_ALLOWED",
+     "display_quantity"),
+    (order(time_in_force="IOC", display_quantity="1"), "DISPLAY_NOT_ALLOWED",
+     "display_quantity"),
+    (order(time_in_force="GTD"), "MISSING_EXPIRE_TIME", "expire_time"),
+    (order(time_in_force="GTD", expire_time=time.time_ns() - 10**9), "EXPIRE_TIME_IN_PAST",
+     "expire_time"),
+    (order(expire_time=FUTURE), "EXPIRE_TIME_NOT_ALLOWED", "expire_time"),
+    (order(time_in_force="DAY"), "NO_SESSION", "time_in_force"),
+    (order(time_in_force="GTD", expire_time=-1), "OUT_OF_RANGE", "expire_time"),
+]
+
+
+@pytest.mark.parametrize(("body", "code", "field"), REFUSALS)
+async def test_new_order_fields_are_checked_with_documented_codes(
+        gateway: Gateway, body: dict[str, Any], code: str, field: str) -> None:
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders", ALICE_KEY, body)
+    assert status == 400, reply
+    assert (reply["error"]["code"], reply["error"]["field"]) == (code, field)
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
+        with pytest.raises(ClientError) as refused:
+            await alice.request({"op": "place", "order": body})
+        assert (refused.value.code, refused.value.field) == (code, "order." + field)
+    _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+    assert (book["bids"], book["asks"]) == ([], [])
+
+
+async def test_stop_waits_triggers_and_reports(gateway: Gateway) -> None:
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice, \
+            await LobgwClient.connect(gateway.ws_url, api_key=BOB_KEY) as bob:
+        await alice.subscribe("executions")
+        stop = await alice.place("BTC-USD", "BUY", "1", type="STOP", stop_price="101")
+        assert stop.order.type.value == "STOP"
+        assert (stop.order.status.value, stop.order.stop_price, stop.order.triggered) == (
+            "NEW", "101.0", False)
+        limit = await alice.place("BTC-USD", "BUY", "2", "99", type="STOP_LIMIT",
+                                  stop_price="102", client_order_id="sl")
+        # Waiting stops are not in the book.
+        _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+        assert book["bids"] == []
+        moved = await alice.amend(client_order_id="sl", stop_price="101.5", price="103")
+        assert (moved.order.stop_price, moved.order.price) == ("101.5", "103.0")
+        with pytest.raises(ClientError) as refused:
+            await alice.amend(order_id=stop.order.order_id, price="100")
+        assert (refused.value.code, refused.value.field) == ("PRICE_NOT_ALLOWED", "price")
+        # Liquidity above, then a trade at 101.5 releases both stops (101 first).
+        await bob.place("BTC-USD", "SELL", "5", "101.5")
+        await bob.place("BTC-USD", "SELL", "1", "103")
+        await alice.place("BTC-USD", "BUY", "1", "101.5")
+        reports = [await alice.next_message("execution") for _ in range(9)]
+        kinds = [(r.order.order_id, r.event.value) for r in reports]
+        taker = kinds[3][0]
+        s, sl = stop.order.order_id, limit.order.order_id
+        assert kinds == [(s, "accepted"), (sl, "accepted"), (sl, "amended"),
+                         (taker, "accepted"), (taker, "fill"), (s, "triggered"), (s, "fill"),
+                         (sl, "triggered"), (sl, "fill")]
+        _, got, _ = await gateway.call("GET", f"/api/v1/orders/{stop.order.order_id}",
+                                            ALICE_KEY)
+        assert (got["status"], got["triggered"], got["filled_quantity"]) == (
+            "FILLED", True, "1.00")
+        _, got, _ = await gateway.call("GET", f"/api/v1/orders/{limit.order.order_id}",
+                                            ALICE_KEY)
+        # 3 left at 101.5 after the taker and the stop: the stop-limit takes 2 of them.
+        assert reports[-1].fill is not None and reports[-1].fill.price == "101.5"
+        assert (got["status"], got["triggered"], got["type"]) == ("FILLED", True, "STOP_LIMIT")
+
+
+async def test_stop_that_would_trigger_is_refused(gateway: Gateway) -> None:
+    await gateway.call("POST", "/api/v1/orders", BOB_KEY, order("SELL", "1", "100"))
+    await gateway.call("POST", "/api/v1/orders", ALICE_KEY, order("BUY", "1", "100"))
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders", ALICE_KEY,
+                                          order(type="STOP", price=None, stop_price="99"))
+    assert (status, reply["error"]["code"], reply["order"]["status"]) == (
+        422, "STOP_WOULD_TRIGGER", "REJECTED")
+
+
+async def test_iceberg_shows_its_display_and_refreshes(gateway: Gateway) -> None:
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
+        await alice.subscribe("executions")
+        ice = await alice.place("BTC-USD", "SELL", "5", "100", display_quantity="2")
+        assert (ice.order.display_quantity, ice.order.remaining_quantity) == ("2.00", "5.00")
+        _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+        assert book["asks"] == [["100.0", "2.00"]]
+        await gateway.call("POST", "/api/v1/orders", BOB_KEY, order("SELL", "1", "100"))
+        _, ack, _ = await gateway.call("POST", "/api/v1/orders", BOB_KEY,
+                                            order("BUY", "2.5", "100", stp="NONE"))
+        assert [fill["quantity"] for fill in ack["fills"]] == ["2.00", "0.50"]
+        reports = [await alice.next_message("execution") for _ in range(3)]
+        assert [r.event.value for r in reports] == ["accepted", "fill", "refreshed"]
+        assert reports[1].order.remaining_quantity == "3.00"
+        _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+        # Bob's plain order kept its place ahead of the refreshed part: it filled first.
+        assert book["asks"] == [["100.0", "2.50"]]
+        _, got, _ = await gateway.call("GET", f"/api/v1/orders/{ice.order.order_id}",
+                                            ALICE_KEY)
+        assert (got["remaining_quantity"], got["status"]) == ("3.00", "PARTIALLY_FILLED")
+
+
+async def test_gtd_and_day_orders_expire_on_the_actor_timer(
+        gateways: Callable[..., Any]) -> None:
+    end = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=2)
+    gateway: Gateway = await gateways(sessions=[
+        {"symbol": "BTC-USD", "end": end.strftime("%H:%M:%S")}])
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
+        await alice.subscribe("executions")
+        gtd = await alice.place("BTC-USD", "BUY", "1", "90", time_in_force="GTD",
+                                expire_time=time.time_ns() + 300_000_000)
+        day = await alice.place("BTC-USD", "BUY", "1", "91", time_in_force="DAY")
+        assert day.order.expire_time is not None
+        assert abs(day.order.expire_time - end.replace(microsecond=0).timestamp() * 1e9) < 1e9
+        reports = [await alice.next_message("execution", timeout=10) for _ in range(4)]
+        expired = [(r.order.order_id, r.order.reason) for r in reports
+                   if r.event.value == "expired"]
+        assert expired == [(gtd.order.order_id, "GTD_EXPIRED"),
+                           (day.order.order_id, "DAY_ENDED")]
+    _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
+    assert book["bids"] == []
