@@ -46,6 +46,7 @@ import websockets
 from sortedcontainers import SortedDict
 
 from lobgw.gateway.wire import (
+    BatchResult,
     BookSnapshotMessage,
     BookUpdateMessage,
     CancelAfterResult,
@@ -117,7 +118,8 @@ _Incoming = (_Ack | ErrorMessage | PongMessage | SubscribedMessage | Unsubscribe
              | ExecutionMessage | HeartbeatMessage | ShutdownMessage)
 _decode = msgspec.json.Decoder(_Incoming).decode
 _RESULTS: dict[str, Any] = {"place": OrderAck, "cancel": OrderAck, "amend": OrderAck,
-                            "cancel_all": CancelAllResult, "cancel_after": CancelAfterResult}
+                            "cancel_all": CancelAllResult, "cancel_after": CancelAfterResult,
+                            "batch": BatchResult}
 
 
 # -- errors -------------------------------------------------------------------------------------
@@ -500,6 +502,14 @@ class LobgwClient:
                 message[key] = str(decimal)
         ack: OrderAck = await self.request(message)
         return ack
+
+    async def batch(self, requests: list[dict[str, Any]]) -> BatchResult:
+        """Send places, cancels and amends (each `{"op": "place", "order": {...}}`,
+        `{"op": "cancel", ...}`, `{"op": "amend", ...}`) as one batch; each item's answer
+        comes back in order, refusals included (this raises only if the whole batch is
+        refused)."""
+        result: BatchResult = await self.request({"op": "batch", "requests": requests})
+        return result
 
     async def cancel_all(self, symbol: str | None = None) -> CancelAllResult:
         """Cancel all open orders of the account."""

@@ -152,3 +152,69 @@ async def test_gtd_and_day_orders_expire_on_the_actor_timer(
                            (day.order.order_id, "DAY_ENDED")]
     _, book, _ = await gateway.call("GET", "/api/v1/symbols/BTC-USD/book")
     assert book["bids"] == []
+
+
+async def test_batch_over_websocket_answers_each_item_in_order(gateway: Gateway) -> None:
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as alice:
+        await alice.place("BTC-USD", "SELL", "1", "105", client_order_id="old")
+        result = await alice.batch([
+            {"op": "place", "id": "a", "order": order("BUY", "1", "100",
+                                                      client_order_id="b1")},
+            {"op": "place", "id": "b", "order": order("BUY", "1", "100.2")},
+            {"op": "place", "id": "c", "order": {**order("BUY", "2", "10"),
+                                                 "symbol": "ETH-USD"}},
+            {"op": "amend", "id": "d", "client_order_id": "b1", "price": "101"},
+            {"op": "cancel", "id": "e", "client_order_id": "old"},
+            {"op": "cancel", "id": "f", "order_id": 999_999},
+            {"op": "place", "id": "g", "order": order("BUY", "1", "104", post_only=True,
+                                                      client_order_id="b1")},
+        ])
+        got = [(r.id, r.status, None if r.error is None else r.error.code,
+                None if r.error is None else r.error.field) for r in result.results]
+        assert got == [("a", 201, None, None), ("b", 400, "PRICE_OFF_TICK", "order.price"),
+                       ("c", 201, None, None), ("d", 200, None, None),
+                       ("e", 200, None, None), ("f", 404, "ORDER_NOT_FOUND", "order_id"),
+                       ("g", 409, "DUPLICATE_CLIENT_ORDER_ID", "order.client_order_id")]
+        amended = result.results[3].result
+        assert amended is not None and amended.order.price == "101.0"
+        canceled = result.results[4].result
+        assert canceled is not None and canceled.order.status.value == "CANCELED"
+        orders = {(o["symbol"], o["price"]) for o in (await gateway.call(
+            "GET", "/api/v1/orders", ALICE_KEY))[1]}
+        assert orders == {("BTC-USD", "101.0"), ("ETH-USD", "10.00")}
+        with pytest.raises(ClientError) as refused:
+            await alice.batch([{"op": "cancel", "order_id": 1}] * 51)
+        assert (refused.value.code, refused.value.field) == ("BATCH_TOO_LARGE", "requests")
+        with pytest.raises(ClientError) as refused:
+            await alice.batch([{"op": "ping"}])
+        assert refused.value.code == "INVALID_VALUE"
+        with pytest.raises(ClientError) as refused:
+            await alice.batch([])
+        assert (refused.value.code, refused.value.field) == ("OUT_OF_RANGE", "requests")
+
+
+async def test_batch_over_rest_is_one_journal_record_per_symbol(
+        gateways: Callable[..., Any], tmp_path: Any) -> None:
+    gateway: Gateway = await gateways(journal={"enabled": True, "directory": str(tmp_path),
+                                               "fsync": "always"})
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders/batch", ALICE_KEY, {
+        "requests": [{"op": "place", "order": order("BUY", "1", str(90 + i))}
+                     for i in range(5)]
+        + [{"op": "place", "order": order("SELL", "1", None, type="MARKET", stp="NONE")}]})
+    assert status == 200
+    assert [r["status"] for r in reply["results"]] == [201] * 6
+    assert reply["results"][5]["result"]["order"]["status"] == "FILLED"
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders/batch", ALICE_KEY, {
+        "requests": [{"op": "place", "order": order(price=None, type="STOP",
+                                                    stop_price="80")}]})
+    assert reply["results"][0]["status"] == 422
+    assert reply["results"][0]["error"]["code"] == "STOP_WOULD_TRIGGER"
+    assert reply["results"][0]["order"]["status"] == "REJECTED"
+    status, reply, _ = await gateway.call("POST", "/api/v1/orders/batch", ALICE_KEY, {
+        "requests": [{"op": "cancel", "order_id": 1}] * 51})
+    assert (status, reply["error"]["code"]) == (400, "BATCH_TOO_LARGE")
+    from lobgw.actors.journal import read_journal
+    from lobgw.gateway.keys import EXCHANGE
+    spec = gateway.app[EXCHANGE].spec("BTC-USD")
+    _, _, batches = read_journal(tmp_path / "BTC-USD", spec)
+    assert [len(batch) for batch in batches] == [6, 1]

@@ -317,6 +317,12 @@ class SymbolActor:
         their events inside the actor once they are published. `reply` must not block."""
         self._put(_Request((commands,), reply=reply))
 
+    def submit_rows(self, rows: Sequence[Sequence[AnyCommand]], reply: Reply,
+                    after_row: RowHook) -> None:
+        """Like `submit` for rows of commands that are journaled together (one record) and
+        answered together; `after_row` sees each row's events (batch entry)."""
+        self._put(_Request(rows, reply=reply, after_row=after_row))
+
     def ask(self, commands: Sequence[AnyCommand]) -> asyncio.Future[list[Event]]:
         """Queue commands now (or raise); the future gets their events."""
         future: asyncio.Future[list[Event]] = asyncio.get_running_loop().create_future()

@@ -14,14 +14,16 @@ reply from the callback; REST awaits it through `answered`.
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, TypeVar
 
 from lobgw.actors import BookReader, Exchange, Reply, SymbolActor
-from lobgw.book.commands import AmendOrder, CancelOrder, SubmitOrder
+from lobgw.book.commands import AmendOrder, AnyCommand, CancelOrder, SubmitOrder
 from lobgw.book.events import Event, OrderCanceled, OrderRejected
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import OrderType, Reason, TimeInForce
@@ -29,16 +31,22 @@ from lobgw.book.views import BookSnapshot
 from lobgw.config import SessionConfig
 from lobgw.encoding import Pieces
 from lobgw.errors import ErrorCode
-from lobgw.gateway.errors import ApiError, rejected
+from lobgw.gateway.errors import ApiError, describe, rejected
 from lobgw.gateway.wire import (
     AmendBody,
+    AmendOp,
+    BatchItem,
+    BatchItemResult,
+    BatchResult,
     CancelAfterResult,
     CancelAllResult,
+    CancelOp,
     ExecutionInfo,
     ExecutionMessage,
     FillInfo,
     OrderAck,
     OrderInfo,
+    PlaceOp,
     PlaceOrder,
 )
 from lobgw.orders import (
@@ -342,16 +350,9 @@ class OrderService:
         """
         order, actor, command = self._prepare_place(account, request, cancel_on_disconnect)
         registry = self.registry
-
-        def placed(events: list[Event]) -> OrderAck:
-            ack = registry.ack(order, events)
-            if order.status is OrderStatus.REJECTED:
-                assert order.reason is not None
-                raise rejected(order.reason, ack.order)
-            return ack
-
         try:
-            actor.submit((command,), _replier(answer, placed,
+            actor.submit((command,), _replier(answer, functools.partial(_placed, registry,
+                                                                        order),
                                               lambda: registry.release(order.order_id)))
         except BaseException:
             registry.release(order.order_id)
@@ -467,18 +468,87 @@ class OrderService:
 
     def _change(self, order: OrderState, command: CancelOrder | AmendOrder,
                 answer: Answer[OrderAck]) -> None:
+        self.exchange.actor(order.symbol).submit(
+            (command,), _replier(answer, functools.partial(_changed, self.registry, order)))
+
+    def batch(self, account: str, items: Sequence[BatchItem], answer: Answer[BatchResult],
+              cancel_on_disconnect: bool = False) -> None:
+        """Validate every item, send each symbol's valid ones as one request (journaled as
+        one record), and answer each item on its own, in order, once all are answered.
+
+        An item refused at the edge is answered with its refusal and the others go on; a
+        symbol that cannot take its items (full queue, journal down) refuses just those.
+        """
         registry = self.registry
+        results: list[BatchItemResult | None] = [None] * len(items)
+        groups: dict[str, list[tuple[int, AnyCommand, Callable[[list[Event]], OrderAck]]]] = {}
+        placed: dict[int, int] = {}  # item -> the order id it reserved
 
-        def changed(events: list[Event]) -> OrderAck:
-            ack = registry.ack(order, events)
-            for event in events:
-                if isinstance(event, OrderRejected) and event.order_id == order.order_id:
-                    reason = event.reason
-                    raise rejected(reason, ack.order, "the order is no longer open"
-                                   if reason is Reason.ORDER_NOT_FOUND else None)
-            return ack
+        def refuse(index: int, error: BaseException) -> None:
+            failure = describe(error)
+            if isinstance(items[index], PlaceOp):
+                failure = failure.within("order")
+            results[index] = BatchItemResult(id=items[index].id, status=failure.status,
+                                             error=failure.body(), order=failure.order)
 
-        self.exchange.actor(order.symbol).submit((command,), _replier(answer, changed))
+        now = time.time_ns()
+        for index, item in enumerate(items):
+            try:
+                if isinstance(item, PlaceOp):
+                    order, _, command = self._prepare_place(account, item.order,
+                                                                cancel_on_disconnect)
+                    placed[index] = order.order_id
+                    finish = functools.partial(_placed, registry, order)
+                    groups.setdefault(order.symbol, []).append((index, command, finish))
+                    continue
+                order = self._resolve(account, item.order_id, item.client_order_id)
+                change: CancelOrder | AmendOrder
+                if isinstance(item, CancelOp):
+                    change = CancelOrder(order.order_id, timestamp=now)
+                else:
+                    change = self.amend_command(order, AmendBody(
+                        quantity=item.quantity, price=item.price, stop_price=item.stop_price),
+                        now)
+                groups.setdefault(order.symbol, []).append(
+                    (index, change, functools.partial(_changed, registry, order)))
+            except Exception as error:
+                refuse(index, error)
+        waiting = [len(groups)]
+
+        def finished() -> None:
+            waiting[0] -= 1
+            if not waiting[0]:
+                answer(BatchResult(results=[r for r in results if r is not None]), None)
+
+        for symbol, entries in groups.items():
+            rows: list[list[Event]] = []
+
+            def reply(events: list[Event] | None, error: BaseException | None,
+                      entries: list[Any] = entries, rows: list[list[Event]] = rows) -> None:
+                for (index, _, finish), row in itertools.zip_longest(entries, rows):
+                    try:
+                        if events is None:
+                            raise error or RuntimeError("no answer")
+                        results[index] = BatchItemResult(id=items[index].id,
+                                                         status=_OK[type(items[index])],
+                                                         result=finish(row))
+                    except Exception as refusal:
+                        if events is None and index in placed:
+                            registry.release(placed[index])
+                        refuse(index, refusal)
+                finished()
+
+            def after_row(position: int, events: list[Event], book: BookReader,
+                          rows: list[list[Event]] = rows) -> None:
+                rows.append(events)
+
+            try:
+                self.exchange.actor(symbol).submit_rows(
+                    [[command] for _, command, _ in entries], reply, after_row)
+            except Exception as error:
+                reply(None, error)
+        if not groups:
+            answer(BatchResult(results=[r for r in results if r is not None]), None)
 
     def cancel_all(self, account: str, symbol: str | None,
                    answer: Answer[CancelAllResult], reason: Reason = Reason.CANCELED) -> None:
@@ -556,6 +626,30 @@ class CancelAfter:
         for handle, _ in self._timers.values():
             handle.cancel()
         self._timers.clear()
+
+
+def _placed(registry: OrderRegistry, order: OrderState, events: list[Event]) -> OrderAck:
+    """The answer to a place: the ack, or the engine's refusal raised."""
+    ack = registry.ack(order, events)
+    if order.status is OrderStatus.REJECTED:
+        assert order.reason is not None
+        raise rejected(order.reason, ack.order)
+    return ack
+
+
+def _changed(registry: OrderRegistry, order: OrderState, events: list[Event]) -> OrderAck:
+    """The answer to a cancel or amend: the ack, or the engine's refusal raised."""
+    ack = registry.ack(order, events)
+    for event in events:
+        if isinstance(event, OrderRejected) and event.order_id == order.order_id:
+            reason = event.reason
+            raise rejected(reason, ack.order, "the order is no longer open"
+                           if reason is Reason.ORDER_NOT_FOUND else None)
+    return ack
+
+
+_OK: dict[type, int] = {PlaceOp: 201, CancelOp: 200, AmendOp: 200}
+"""The status of a successful batch item (as its own REST route answers)."""
 
 
 def _replier(answer: Answer[T], finish: Callable[[list[Event]], T],

@@ -30,8 +30,9 @@ class RateLimiter:
         self.buckets: dict[str, TokenBucket] = {}
         self.refused = 0
 
-    def check(self, key: str) -> float:
-        """0 if the request may go ahead, else the seconds to wait before retrying."""
+    def check(self, key: str, cost: float = 1.0) -> float:
+        """0 if the request may go ahead (taking `cost` tokens: a batch costs one per
+        request in it), else the seconds to wait before retrying."""
         now = self.clock()
         bucket = self.buckets.get(key)
         if bucket is None:
@@ -43,12 +44,12 @@ class RateLimiter:
         if tokens > bucket.burst:
             tokens = bucket.burst
         bucket.stamp = now
-        if tokens >= 1.0:
-            bucket.tokens = tokens - 1.0
+        if tokens >= cost:
+            bucket.tokens = tokens - cost
             return 0.0
         bucket.tokens = tokens
         self.refused += 1
-        return (1.0 - tokens) / bucket.rate
+        return (min(cost, bucket.burst) - tokens) / bucket.rate
 
     def _forget_idle(self, now: float) -> None:
         refill = self.burst / self.rate

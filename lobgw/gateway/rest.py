@@ -33,6 +33,7 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.orders import answered, format_decimal
 from lobgw.gateway.wire import (
     AmendBody,
+    BatchBody,
     CancelAfterBody,
     DepthResponse,
     ExecutionsResponse,
@@ -312,6 +313,29 @@ async def place_order(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     ack = await answered(functools.partial(service.place, account, body))
     return json_response(ack, 201)
+
+
+def check_batch(app: web.Application, account: str, size: int) -> None:
+    """Refuse a batch above the configured size, and charge the account's rate limit one
+    token per request in it (REST and WebSocket alike: the first was already taken)."""
+    limit = app[CONFIG].runtime.max_batch_requests
+    if size > limit:
+        raise ApiError(ErrorCode.BATCH_TOO_LARGE, f"{size} requests; at most {limit}",
+                       "requests")
+    wait = app[KEY_LIMITER].check(account, size - 1) if size > 1 else 0.0
+    if wait:
+        raise ApiError(ErrorCode.RATE_LIMITED, "too many requests for this API key",
+                       retry_after=wait)
+
+
+async def place_batch(request: web.Request) -> web.Response:
+    """Places, cancels and amends in one request; 200 with each one's answer, in order."""
+    account = authenticate(request)
+    body: BatchBody = await read_body(request, BatchBody)
+    check_batch(request.app, account, len(body.requests))
+    service = request.app[SERVICE]
+    result = await answered(functools.partial(service.batch, account, body.requests))
+    return json_response(result)
 
 
 async def list_orders(request: web.Request) -> web.Response:

@@ -376,8 +376,45 @@ class CancelAfterResult(Wire):
     trigger_time: int | None
 
 
+BatchItem = PlaceOp | CancelOp | AmendOp
+"""What a batch holds: places, cancels and amends, tagged by `op` (their `id` is echoed in
+the item's result)."""
+BatchItems = Annotated[list[BatchItem], msgspec.Meta(min_length=1)]
+
+
+class BatchOp(WsRequest, tag="batch"):
+    """Up to `runtime.max_batch_requests` places, cancels and amends in one message: each
+    answered on its own, in order; one symbol's items are journaled as one record."""
+
+    requests: BatchItems
+
+
+class BatchBody(Wire):
+    """`POST /api/v1/orders/batch`: as the WebSocket op."""
+
+    requests: BatchItems
+
+
+class BatchItemResult(Wire, omit_defaults=True):
+    """One item's answer: `status` is the HTTP status it would have had alone; `result`
+    the order and its fills on success, else `error` (and the order when the engine
+    refused it)."""
+
+    id: RequestId
+    status: int
+    result: OrderAck | None = None
+    error: ErrorBody | None = None
+    order: OrderInfo | None = None
+
+
+class BatchResult(Wire):
+    """The answers of a batch, in the order of its requests."""
+
+    results: list[BatchItemResult]
+
+
 AnyWsRequest = (AuthOp | PlaceOp | CancelOp | AmendOp | CancelAllOp | SubscribeOp
-                | UnsubscribeOp | PingOp | CancelAfterOp)
+                | UnsubscribeOp | PingOp | CancelAfterOp | BatchOp)
 
 
 # -- WebSocket replies and pushes (server -> client), tagged by "type" ---------------------
@@ -391,7 +428,7 @@ class AckMessage(WsMessage, tag="ack"):
 
     id: RequestId
     op: str
-    result: OrderAck | CancelAllResult | CancelAfterResult | None = None
+    result: OrderAck | CancelAllResult | CancelAfterResult | BatchResult | None = None
 
 
 class ErrorMessage(WsMessage, tag="error"):

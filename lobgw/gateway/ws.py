@@ -41,13 +41,14 @@ from lobgw.gateway.keys import (
 from lobgw.gateway.marketdata import BOOK_DEPTHS
 from lobgw.gateway.orders import Answer
 from lobgw.gateway.outbox import Outbox, SlowConsumerPolicy, encode_frame
-from lobgw.gateway.rest import client_address
+from lobgw.gateway.rest import check_batch, client_address
 from lobgw.gateway.wire import (
     AckMessage,
     AmendBody,
     AmendOp,
     AnyWsRequest,
     AuthOp,
+    BatchOp,
     CancelAfterOp,
     CancelAllOp,
     CancelOp,
@@ -276,6 +277,12 @@ class Connection:
                                    AmendBody(quantity=request.quantity, price=request.price,
                                              stop_price=request.stop_price),
                                    self._answer(slot, request.id, "amend"))
+            case BatchOp():
+                account = self._account()
+                check_batch(self.app, account, len(request.requests))
+                self.service.batch(account, request.requests,
+                                   self._answer(slot, request.id, "batch"),
+                                   self.cancel_on_disconnect)
             case CancelAllOp():
                 self.service.cancel_all(self._account(), request.symbol,
                                         self._answer(slot, request.id, "cancel_all"))
