@@ -348,7 +348,7 @@ def create_app(config: Config, repair: bool = False) -> web.Application:
     flusher = app[FLUSHER] = Flusher(config.runtime.market_data_flush_ms / 1000)
     metrics.add_collector(lambda: setattr(metrics, "messages_sent", flusher.frames_written))
     for route in ROUTES:
-        app.router.add_route(route.method, route.path, route.handler)
+        app.router.add_route(route.method, route.pattern, route.handler)
     app.on_response_prepare.append(_no_banner)
     app.cleanup_ctx.append(runtime_context)
     app.on_shutdown.append(close_websockets)

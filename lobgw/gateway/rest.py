@@ -7,6 +7,7 @@ import asyncio
 import base64
 import functools
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -34,10 +35,12 @@ from lobgw.gateway.orders import answered, format_decimal
 from lobgw.gateway.wire import (
     AmendBody,
     BatchBody,
+    BatchItem,
     CancelAfterBody,
     DepthResponse,
     ExecutionsResponse,
     HealthResponse,
+    PlaceOp,
     PlaceOrder,
     StatsResponse,
     SymbolInfo,
@@ -315,13 +318,22 @@ async def place_order(request: web.Request) -> web.Response:
     return json_response(ack, 201)
 
 
-def check_batch(app: web.Application, account: str, size: int) -> None:
-    """Refuse a batch above the configured size, and charge the account's rate limit one
-    token per request in it (REST and WebSocket alike: the first was already taken)."""
+def check_batch(app: web.Application, account: str, items: Sequence[BatchItem]) -> None:
+    """Refuse a batch above the configured size, or one that the OpenAPI schema refuses
+    (an unknown symbol is outside the schema's enum, like a wrong type), as a whole; and
+    charge the account's rate limit one token per request in it (REST and WebSocket alike:
+    the first was already taken). Checks against the book's rules and state are answered
+    per item."""
+    size = len(items)
     limit = app[CONFIG].runtime.max_batch_requests
     if size > limit:
         raise ApiError(ErrorCode.BATCH_TOO_LARGE, f"{size} requests; at most {limit}",
                        "requests")
+    symbols = app[EXCHANGE].actors
+    for index, item in enumerate(items):
+        if isinstance(item, PlaceOp) and item.order.symbol not in symbols:
+            raise ApiError(ErrorCode.UNKNOWN_SYMBOL, f"unknown symbol {item.order.symbol!r}",
+                           f"requests.{index}.order.symbol")
     wait = app[KEY_LIMITER].check(account, size - 1) if size > 1 else 0.0
     if wait:
         raise ApiError(ErrorCode.RATE_LIMITED, "too many requests for this API key",
@@ -332,7 +344,7 @@ async def place_batch(request: web.Request) -> web.Response:
     """Places, cancels and amends in one request; 200 with each one's answer, in order."""
     account = authenticate(request)
     body: BatchBody = await read_body(request, BatchBody)
-    check_batch(request.app, account, len(body.requests))
+    check_batch(request.app, account, body.requests)
     service = request.app[SERVICE]
     result = await answered(functools.partial(service.batch, account, body.requests))
     return json_response(result)

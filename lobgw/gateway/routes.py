@@ -70,6 +70,12 @@ class Route:
     auth: bool = False
     statuses: tuple[int, ...] = ()
 
+    @property
+    def pattern(self) -> str:
+        """The path as the router matches it: `{order_id}` is anything but `batch`, so
+        that other methods on `/api/v1/orders/batch` answer 405, not an order lookup."""
+        return self.path.replace("{order_id}", "{order_id:(?!batch$)[^/]+}")
+
 
 ROUTES: list[Route] = [
     Route("GET", "/health", health, "Liveness", response=HealthResponse),

@@ -279,7 +279,7 @@ class Connection:
                                    self._answer(slot, request.id, "amend"))
             case BatchOp():
                 account = self._account()
-                check_batch(self.app, account, len(request.requests))
+                check_batch(self.app, account, request.requests)
                 self.service.batch(account, request.requests,
                                    self._answer(slot, request.id, "batch"),
                                    self.cancel_on_disconnect)
