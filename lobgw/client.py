@@ -57,6 +57,8 @@ from lobgw.gateway.wire import (
     HeartbeatMessage,
     OrderAck,
     OrderInfo,
+    OrdersSnapshotMessage,
+    OrdersUpdateMessage,
     PongMessage,
     QuoteMessage,
     ShutdownMessage,
@@ -64,6 +66,7 @@ from lobgw.gateway.wire import (
     TradeMessage,
     UnsubscribedMessage,
     book_checksum,
+    orders_checksum,
 )
 
 Overflow = Literal["drop_oldest", "block", "raise"]
@@ -110,12 +113,14 @@ class _Ack(msgspec.Struct, tag_field="type", tag="ack"):
 
 
 Pushed = (TradeMessage | QuoteMessage | BookSnapshotMessage | BookUpdateMessage
-          | ExecutionMessage | HeartbeatMessage | ShutdownMessage | ErrorMessage)
+          | OrdersSnapshotMessage | OrdersUpdateMessage | ExecutionMessage | HeartbeatMessage
+          | ShutdownMessage | ErrorMessage)
 """What the server pushes (an `ErrorMessage` here answers no request of ours)."""
 Message = Pushed | Notice
 _Incoming = (_Ack | ErrorMessage | PongMessage | SubscribedMessage | UnsubscribedMessage
              | TradeMessage | QuoteMessage | BookSnapshotMessage | BookUpdateMessage
-             | ExecutionMessage | HeartbeatMessage | ShutdownMessage)
+             | OrdersSnapshotMessage | OrdersUpdateMessage | ExecutionMessage
+             | HeartbeatMessage | ShutdownMessage)
 _decode = msgspec.json.Decoder(_Incoming).decode
 _RESULTS: dict[str, Any] = {"place": OrderAck, "cancel": OrderAck, "amend": OrderAck,
                             "cancel_all": CancelAllResult, "cancel_after": CancelAfterResult,
@@ -216,6 +221,90 @@ class LocalBook:
             raise ChecksumError(f"{self.symbol}: checksum {self.checksum()} != {expected}")
 
 
+class LocalOrderBook:
+    """A client copy of every visible order of a symbol (channel `orders`), kept from a
+    snapshot plus updates, queues in time priority, verified by the level-3 checksum."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.seq = -1
+        self.sides: dict[str, SortedDict] = {"BUY": SortedDict(), "SELL": SortedDict()}
+        """Side -> price key (bids negated: the best first) -> {order_id: (price, qty)}
+        in time priority, texts as sent."""
+        self.where: dict[int, tuple[str, Decimal]] = {}
+        """Order id -> (side, price key)."""
+        self.updates = 0
+
+    def apply_snapshot(self, message: OrdersSnapshotMessage) -> None:
+        """Replace the book with a snapshot and check its checksum."""
+        for levels in self.sides.values():
+            levels.clear()
+        self.where.clear()
+        for side, orders in (("BUY", message.bids), ("SELL", message.asks)):
+            for order_id, price, quantity in orders:
+                self._add(side, order_id, price, quantity)
+        self.seq = message.seq
+        self._verify(message.checksum)
+
+    def apply_update(self, message: OrdersUpdateMessage) -> None:
+        """Apply the changes in order; raise BookGapError or ChecksumError if the copy
+        cannot be trusted."""
+        if message.prev_seq != self.seq:
+            raise BookGapError(f"{self.symbol}: orders update chains on {message.prev_seq}, "
+                               f"but the last one seen is {self.seq}")
+        for change in message.changes:
+            if change.event == "trade" or change.order_id is None:
+                continue  # the modify or delete it caused follows
+            side = change.side.value
+            if change.event == "add":
+                assert change.price is not None and change.quantity is not None
+                self._add(side, change.order_id, change.price, change.quantity)
+                continue
+            where = self.where.get(change.order_id)
+            if where is None:
+                raise BookGapError(f"{self.symbol}: {change.event} of unknown order "
+                                   f"{change.order_id}")
+            level = self.sides[where[0]][where[1]]
+            if change.event == "modify":
+                assert change.quantity is not None
+                level[change.order_id] = (level[change.order_id][0], change.quantity)
+            else:
+                del level[change.order_id]
+                del self.where[change.order_id]
+                if not level:
+                    del self.sides[where[0]][where[1]]
+        self.seq = message.seq
+        self.updates += 1
+        self._verify(message.checksum)
+
+    def _add(self, side: str, order_id: int, price: str, quantity: str) -> None:
+        key = -Decimal(price) if side == "BUY" else Decimal(price)
+        self.sides[side].setdefault(key, {})[order_id] = (price, quantity)
+        self.where[order_id] = (side, key)
+
+    def level_orders(self, side: str, price: str | Decimal) -> list[tuple[int, Decimal]]:
+        """[(order_id, visible quantity)] of one level in time priority."""
+        key = -Decimal(price) if side == "BUY" else Decimal(price)
+        level = self.sides[side].get(key, {})
+        return [(order_id, Decimal(quantity)) for order_id, (_, quantity) in level.items()]
+
+    def levels(self, side: str) -> list[tuple[Decimal, list[tuple[int, Decimal]]]]:
+        """Every level of a side from the best outwards, with its orders."""
+        return [(abs(key), [(order_id, Decimal(quantity))
+                            for order_id, (_, quantity) in level.items()])
+                for key, level in self.sides[side].items()]
+
+    def checksum(self) -> int:
+        """The level-3 CRC32 of the top 10 levels' orders, as the server computes it."""
+        return orders_checksum((level.values() for level in self.sides["SELL"].values()),
+                               (level.values() for level in self.sides["BUY"].values()))
+
+    def _verify(self, expected: int) -> None:
+        if self.checksum() != expected:
+            raise ChecksumError(f"{self.symbol}: orders checksum {self.checksum()} != "
+                                f"{expected}")
+
+
 # -- the client ---------------------------------------------------------------------------------
 
 class _Inbox:
@@ -290,6 +379,8 @@ class LobgwClient:
         self.options = options
         self.books: dict[str, LocalBook] = {}
         """Books as of the last message the application was given."""
+        self.order_books: dict[str, LocalOrderBook] = {}
+        """Order-by-order books (channel `orders`), likewise."""
         self.book_errors: list[Exception] = []
         """Every gap or checksum mismatch seen (each one resynced the book)."""
         self.account_seqs: dict[str, int] = {}
@@ -545,6 +636,8 @@ class LobgwClient:
             if symbol is not None:
                 self.books.pop(symbol, None)
                 self._resyncing.add(symbol)  # until its snapshot
+        if channel == "orders" and symbol is not None:
+            self.order_books.pop(symbol, None)  # until its snapshot
         if channel == "executions" and self.account_seqs:
             message["since"] = dict(self.account_seqs)
         return message
@@ -627,6 +720,25 @@ class LobgwClient:
                 self._resync(message.symbol, error)
                 return False
             return True
+        if isinstance(message, OrdersSnapshotMessage):
+            l3 = LocalOrderBook(message.symbol)
+            try:
+                l3.apply_snapshot(message)
+            except ChecksumError as error:
+                self._resync(message.symbol, error, "orders")
+                return False
+            self.order_books[message.symbol] = l3
+            return True
+        if isinstance(message, OrdersUpdateMessage):
+            known = self.order_books.get(message.symbol)
+            if known is None:
+                return False  # of a subscription being replaced: its snapshot comes next
+            try:
+                known.apply_update(message)
+            except (BookGapError, ChecksumError) as error:
+                self._resync(message.symbol, error, "orders")
+                return False
+            return True
         if isinstance(message, ExecutionMessage):
             last = self.account_seqs.get(message.symbol)
             if last is not None and message.account_seq <= last:
@@ -638,14 +750,14 @@ class LobgwClient:
             return True
         return True
 
-    def _resync(self, symbol: str, error: Exception) -> None:
+    def _resync(self, symbol: str, error: Exception, channel: str = "book") -> None:
         self.book_errors.append(error)
-        self.books.pop(symbol, None)
-        depth = self._subscriptions.get(("book", symbol))
+        (self.books if channel == "book" else self.order_books).pop(symbol, None)
+        depth = self._subscriptions.get((channel, symbol))
         self._pushed.put(BookResync(symbol, str(error)), front=True)  # read next
         if depth is not None and self._connected.is_set():
             self._spawn(self._quietly(self._request(
-                self._subscribe_message("book", symbol, depth))))
+                self._subscribe_message(channel, symbol, depth))))
 
     def _resume_executions(self) -> None:
         if self._resuming or not self._connected.is_set() \

@@ -4,14 +4,21 @@ timer, against a real server with real clients."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
+import random
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from lobgw.actors.journal import read_journal
+from lobgw.book.types import Side
 from lobgw.client import ClientError, LobgwClient
+from lobgw.gateway.keys import EXCHANGE, HUB
 from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
 
 
@@ -213,8 +220,93 @@ async def test_batch_over_rest_is_one_journal_record_per_symbol(
     status, reply, _ = await gateway.call("POST", "/api/v1/orders/batch", ALICE_KEY, {
         "requests": [{"op": "cancel", "order_id": 1}] * 51})
     assert (status, reply["error"]["code"]) == (400, "BATCH_TOO_LARGE")
-    from lobgw.actors.journal import read_journal
-    from lobgw.gateway.keys import EXCHANGE
     spec = gateway.app[EXCHANGE].spec("BTC-USD")
     _, _, batches = read_journal(tmp_path / "BTC-USD", spec)
     assert [len(batch) for batch in batches] == [6, 1]
+
+
+async def engine_orders(gateway: Gateway, symbol: str = "BTC-USD"
+                        ) -> tuple[int, dict[str, list[tuple[Decimal, list[tuple[int, Decimal]]]]]]:
+    """The engine's visible orders by side and level (through the actor, between batches)
+    and the last sequence number the `orders` channel published."""
+    spec = gateway.app[EXCHANGE].spec(symbol)
+
+    def read(book: Any) -> dict[str, list[tuple[Decimal, list[tuple[int, Decimal]]]]]:
+        found = {}
+        for side, levels in zip((Side.BUY, Side.SELL), book.depth(None), strict=True):
+            found[side.value] = [(spec.ticks_to_price(price), [
+                (view.order_id, spec.lots_to_quantity(view.remaining))
+                for view in book.level_orders(side, price)]) for price, _ in levels]
+        return found
+
+    book = await gateway.app[EXCHANGE].actor(symbol).query(read)
+    return gateway.app[HUB].feeds[symbol].l3.last_seq, book
+
+
+async def caught_up(watcher: LobgwClient, seq: int, symbol: str = "BTC-USD") -> None:
+    while (known := watcher.order_books.get(symbol)) is None or known.seq != seq:
+        await watcher.next_message(timeout=5)
+
+
+async def test_l3_channel_book_equals_the_engine_and_hides_what_is_hidden(
+        gateways: Callable[..., Any]) -> None:
+    gateway: Gateway = await gateways(market_data={"l3_accounts": ["alice"]})
+    async with await LobgwClient.connect(gateway.ws_url, api_key=BOB_KEY) as bob:
+        with pytest.raises(ClientError) as refused:
+            await bob.subscribe("orders", "BTC-USD")
+        assert (refused.value.code, refused.value.field) == ("FORBIDDEN", "channel")
+    async with await LobgwClient.connect(gateway.ws_url) as anonymous:
+        with pytest.raises(ClientError) as refused:
+            await anonymous.subscribe("orders", "BTC-USD")
+        assert refused.value.code == "UNAUTHORIZED"
+    rng = random.Random(13)
+    async with await LobgwClient.connect(gateway.ws_url, api_key=ALICE_KEY) as watcher, \
+            await LobgwClient.connect(gateway.ws_url, api_key=BOB_KEY) as trader:
+        await trader.place("BTC-USD", "SELL", "5", "101", display_quantity="1")
+        await trader.place("BTC-USD", "BUY", "1", "99")
+        await watcher.subscribe("orders", "BTC-USD")
+        snapshot = await watcher.next_message("orders_snapshot")
+        assert [(o[1], o[2]) for o in snapshot.asks] == [("101.0", "1.00")]  # display only
+        stop = await trader.place("BTC-USD", "BUY", "1", type="STOP", stop_price="150")
+        live: list[int] = []
+        for _ in range(8):
+            acks = await asyncio.gather(*(trader.send_nowait({"op": "place", "order": {
+                "symbol": "BTC-USD", "side": rng.choice(["BUY", "SELL"]),
+                "quantity": str(rng.randint(1, 4)), "price": str(95 + rng.randint(0, 20) / 2),
+                "stp": "NONE",
+                **({"display_quantity": "1"} if rng.random() < 0.2 else {})}})
+                for _ in range(20)))
+            live += [ack.order.order_id for ack in acks if not ack.order.status.is_final]
+            rng.shuffle(live)
+            for order_id in live[:6]:
+                with contextlib.suppress(ClientError):
+                    if rng.random() < 0.5:
+                        await trader.cancel(order_id=order_id)
+                    else:
+                        await trader.amend(order_id=order_id,
+                                           quantity=str(rng.randint(1, 3)))
+            await trader.place("BTC-USD", rng.choice(["BUY", "SELL"]), "2", type="MARKET",
+                               stp="NONE")
+            seq, book = await engine_orders(gateway)
+            await caught_up(watcher, seq)
+            local = watcher.order_books["BTC-USD"]
+            assert local.levels("BUY") == book["BUY"]
+            assert local.levels("SELL") == book["SELL"]
+            assert local.updates > 0
+        assert watcher.book_errors == []
+        # No waiting stop and no hidden reserve is ever shown.
+        assert stop.order.order_id not in local.where
+        hidden = 0
+        for side in ("BUY", "SELL"):
+            for _, orders in local.levels(side):
+                for order_id, visible in orders:
+                    _, info, _ = await gateway.call("GET", f"/api/v1/orders/{order_id}",
+                                                    BOB_KEY)
+                    remaining = Decimal(info["remaining_quantity"])
+                    if info["display_quantity"] is None:
+                        assert visible == remaining
+                    else:
+                        assert visible <= Decimal(info["display_quantity"]) < remaining \
+                            or visible == remaining
+                        hidden += remaining > visible
+        assert hidden  # icebergs with a reserve were in the book, and it was not shown

@@ -19,7 +19,14 @@ from collections.abc import Callable, Iterable
 import msgspec
 
 from lobgw.actors import BookReader
-from lobgw.book.events import Event, OrderRejected, TradeExecuted
+from lobgw.book.events import (
+    Event,
+    OrderAccepted,
+    OrderAmended,
+    OrderRefreshed,
+    OrderRejected,
+    TradeExecuted,
+)
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
 from lobgw.book.types import Side
 from lobgw.encoding import Pieces, array_pieces
@@ -30,10 +37,15 @@ from lobgw.gateway.wire import (
     BookUpdateMessage,
     ExecutionMessage,
     HeartbeatMessage,
+    L3Change,
+    L3Order,
+    OrdersSnapshotMessage,
+    OrdersUpdateMessage,
     QuoteMessage,
     TradeInfo,
     TradeMessage,
     book_checksum,
+    orders_checksum,
 )
 
 BOOK_DEPTHS = (10, 25, 100, 500, 1000)
@@ -75,6 +87,21 @@ class SymbolFeed:
         self.last_timestamp = 0
         """The engine time of the last event that changed the book."""
         self.recent: deque[RecentTrade] = deque(maxlen=recent_trades)
+        self.l3 = OrdersFeed()
+
+
+class OrdersFeed:
+    """The order-by-order (L3) subscribers of one symbol and the visible orders last sent
+    to them (kept only while someone subscribes): order id -> (side, price, visible)."""
+
+    __slots__ = ("icebergs", "last_seq", "last_timestamp", "orders", "subscribers")
+
+    def __init__(self) -> None:
+        self.subscribers: set[Outbox] = set()
+        self.orders: dict[int, tuple[Side, int, int]] = {}
+        self.icebergs: set[int] = set()
+        self.last_seq = 0
+        self.last_timestamp = 0
 
 
 class MarketDataHub:
@@ -115,6 +142,30 @@ class MarketDataHub:
             symbol=symbol, seq=group.last_seq, depth=depth, timestamp=group.last_timestamp,
             bids=bid_levels, asks=ask_levels, checksum=book_checksum(ask_levels, bid_levels)))
 
+    def attach_orders(self, subscriber: Outbox, symbol: str, book: BookReader) -> bytes:
+        """Run inside the actor: subscribe to the order-by-order changes of `symbol`;
+        return the snapshot of every visible order they chain on from."""
+        feed = self.feeds[symbol]
+        l3 = feed.l3
+        if not l3.subscribers:  # nobody kept the mirror up to date: take it from the book
+            l3.orders.clear()
+            l3.icebergs.clear()
+            for side, levels in zip((Side.BUY, Side.SELL), book.depth(None), strict=True):
+                for price, _ in levels:
+                    for view in book.level_orders(side, price):
+                        l3.orders[view.order_id] = (side, price, view.remaining)
+                        if view.display_quantity is not None:
+                            l3.icebergs.add(view.order_id)
+            l3.last_seq, l3.last_timestamp = book.seq, feed.last_timestamp
+        l3.subscribers.add(subscriber)
+        fmt = feed.fmt
+        bids, asks = _l3_levels(book, fmt, None)
+        return encode_frame(OrdersSnapshotMessage(
+            symbol=symbol, seq=l3.last_seq, timestamp=l3.last_timestamp,
+            bids=[order for level in bids for order in level],
+            asks=[order for level in asks for order in level],
+            checksum=_l3_checksum(bids, asks)))
+
     def subscribe_executions(self, subscriber: Outbox, account: str) -> None:
         """Send the account's execution reports to `subscriber`."""
         self.executions.setdefault(account, set()).add(subscriber)
@@ -138,6 +189,10 @@ class MarketDataHub:
             found = subscriber in feed.quotes
             feed.quotes.discard(subscriber)
             return found
+        if channel == "orders":
+            found = subscriber in feed.l3.subscribers
+            feed.l3.subscribers.discard(subscriber)
+            return found
         found = False
         for depth, group in list(feed.books.items()):
             if subscriber in group.subscribers:
@@ -152,6 +207,7 @@ class MarketDataHub:
         for feed in self.feeds.values():
             feed.trades.discard(subscriber)
             feed.quotes.discard(subscriber)
+            feed.l3.subscribers.discard(subscriber)
             for depth, group in list(feed.books.items()):
                 group.subscribers.discard(subscriber)
                 if not group.subscribers:
@@ -163,7 +219,7 @@ class MarketDataHub:
         """Every subscriber with at least one subscription."""
         found: set[Outbox] = set()
         for feed in self.feeds.values():
-            found |= feed.trades | feed.quotes
+            found |= feed.trades | feed.quotes | feed.l3.subscribers
             for group in feed.books.values():
                 found |= group.subscribers
         for subscribers in self.executions.values():
@@ -221,6 +277,8 @@ class MarketDataHub:
                     self._quote_message(feed, book.seq, quote, timestamp)))
         for depth, group in feed.books.items():
             self._publish_book(feed, symbol, depth, group, book, timestamp)
+        if feed.l3.subscribers:
+            self._publish_orders(feed, symbol, events, book, timestamp)
 
     def on_executions(self, symbol: str, reports: list[tuple[str, ExecutionMessage]]) -> None:
         """Registry callback: deliver execution reports to their account's subscribers."""
@@ -263,6 +321,72 @@ class MarketDataHub:
         group.last_timestamp = timestamp
         self._send(group.subscribers, encode_frame(message))
 
+    def _publish_orders(self, feed: SymbolFeed, symbol: str, events: list[Event],
+                        book: BookReader, timestamp: int) -> None:
+        """The batch's order-by-order changes: every order its events touched, compared
+        with what subscribers were last sent (so an order added and gone within one batch
+        never shows), adds in queue order at the back of their levels."""
+        l3, fmt = feed.l3, feed.fmt
+        touched: dict[int, None] = {}
+        requeued: set[int] = set()
+        changes: list[L3Change] = []
+        for event in events:
+            cls = event.__class__
+            if cls is TradeExecuted:
+                trade: TradeExecuted = event  # type: ignore[assignment]
+                touched[trade.maker_order_id] = None
+                if trade.taker_order_id is not None:
+                    touched[trade.taker_order_id] = None
+                price, quantity = format_level(fmt, trade.price, trade.quantity)
+                maker = book.order(trade.maker_order_id)
+                hidden = trade.maker_order_id in l3.icebergs or (
+                    maker is not None and maker.display_quantity is not None)
+                changes.append(L3Change("trade", trade.aggressor.opposite,
+                                        None if hidden else trade.maker_order_id,
+                                        price, quantity))
+            elif cls is OrderAccepted:
+                touched[event.order.order_id] = None  # type: ignore[attr-defined]
+            elif cls is not OrderRejected:
+                order_id: int = event.order_id  # type: ignore[attr-defined]
+                touched[order_id] = None
+                if cls is OrderRefreshed or (cls is OrderAmended
+                                             and not event.priority_kept):  # type: ignore[attr-defined]
+                    requeued.add(order_id)
+        adds: dict[tuple[Side, int], set[int]] = {}
+        for order_id in touched:
+            view = book.order(order_id)
+            before = l3.orders.get(order_id)
+            if view is None:
+                if before is not None:
+                    del l3.orders[order_id]
+                    l3.icebergs.discard(order_id)
+                    changes.append(L3Change("delete", before[0], order_id))
+                continue
+            if before is None or order_id in requeued or before[1] != view.price:
+                if before is not None:
+                    changes.append(L3Change("delete", before[0], order_id))
+                adds.setdefault((view.side, view.price), set()).add(order_id)
+                if view.display_quantity is not None:
+                    l3.icebergs.add(order_id)
+            elif before[2] != view.remaining:
+                l3.orders[order_id] = (view.side, view.price, view.remaining)
+                changes.append(L3Change("modify", view.side, order_id,
+                                        fmt.price(view.price), fmt.quantity(view.remaining)))
+        for (side, level), added in adds.items():
+            for view in book.level_orders(side, level):  # the added are the queue's back
+                if view.order_id in added:
+                    l3.orders[view.order_id] = (side, level, view.remaining)
+                    changes.append(L3Change("add", side, view.order_id, fmt.price(level),
+                                            fmt.quantity(view.remaining)))
+        if not changes:
+            return
+        bids, asks = _l3_levels(book, fmt, CHECKSUM_LEVELS)
+        message = OrdersUpdateMessage(symbol=symbol, seq=book.seq, prev_seq=l3.last_seq,
+                                      timestamp=timestamp, changes=changes,
+                                      checksum=_l3_checksum(bids, asks))
+        l3.last_seq, l3.last_timestamp = book.seq, timestamp
+        self._send(l3.subscribers, encode_frame(message))
+
     @staticmethod
     def _quote_message(feed: SymbolFeed, seq: int, quote: tuple[int, int, int, int],
                        timestamp: int) -> QuoteMessage:
@@ -273,6 +397,24 @@ class MarketDataHub:
         if ask_size:
             message.ask, message.ask_size = format_level(feed.fmt, ask, ask_size)
         return message
+
+
+def _l3_levels(book: BookReader, fmt: SpecFormat, levels: int | None
+               ) -> tuple[list[list[L3Order]], list[list[L3Order]]]:
+    """The visible orders of the top `levels` (all: None) of each side, by level from the
+    best outwards, each level in time priority."""
+    found: list[list[list[L3Order]]] = []
+    for side, depth in zip((Side.BUY, Side.SELL), book.depth(levels), strict=True):
+        found.append([[(view.order_id, fmt.price(price), fmt.quantity(view.remaining))
+                       for view in book.level_orders(side, price)] for price, _ in depth])
+    return found[0], found[1]
+
+
+def _l3_checksum(bids: list[list[L3Order]], asks: list[list[L3Order]]) -> int:
+    return orders_checksum(([(price, quantity) for _, price, quantity in level]
+                            for level in asks),
+                           ([(price, quantity) for _, price, quantity in level]
+                            for level in bids))
 
 
 def _quote(book: BookReader) -> tuple[int, int, int, int]:

@@ -329,7 +329,7 @@ class CancelAllOp(WsRequest, tag="cancel_all"):
     symbol: SymbolName | None = None
 
 
-Channel = Literal["trades", "quotes", "book", "executions"]
+Channel = Literal["trades", "quotes", "book", "executions", "orders"]
 
 
 class SubscribeOp(WsRequest, tag="subscribe"):
@@ -547,6 +547,53 @@ class ExecutionMessage(WsMessage, tag="execution"):
     fill: FillInfo | None = None
 
 
+L3Order = tuple[int, str, str]
+"""[order_id, price, visible quantity] of a resting order in the `orders` channel."""
+
+L3Event = Literal["add", "modify", "delete", "trade"]
+
+
+class L3Change(msgspec.Struct, omit_defaults=True):
+    """One change of the order-by-order book (channel `orders`).
+
+    `add`: a new visible order (or one that lost its priority) at the back of its level;
+    `modify`: a resting order's visible quantity changed, its place kept; `delete`: it left
+    the book; `trade`: an execution at `price` of `quantity` against the resting order
+    `order_id` (omitted for an iceberg, whose hidden size is nobody's business), the book
+    change it causes follows as a modify or delete.
+    """
+
+    event: L3Event
+    side: Side
+    order_id: int | None = None
+    price: str | None = None
+    quantity: str | None = None
+
+
+class OrdersSnapshotMessage(WsMessage, tag="orders_snapshot"):
+    """Every visible resting order (channel `orders`): levels from the best outwards, each
+    level's orders in time priority; updates chain on from `seq`."""
+
+    symbol: str
+    seq: int
+    timestamp: int
+    bids: list[L3Order]
+    asks: list[L3Order]
+    checksum: int
+
+
+class OrdersUpdateMessage(WsMessage, tag="orders_update"):
+    """The order-by-order changes of one batch of events, in order; `checksum` is the
+    Kraken level-3 CRC32 of the top 10 levels' orders after them."""
+
+    symbol: str
+    seq: int
+    prev_seq: int
+    timestamp: int
+    changes: list[L3Change]
+    checksum: int
+
+
 CHECKSUM_LEVELS = 10
 
 
@@ -561,4 +608,21 @@ def book_checksum(asks: Iterable[tuple[str, str]], bids: Iterable[tuple[str, str
                 break
             parts.append(price.replace(".", "").lstrip("0"))
             parts.append(quantity.replace(".", "").lstrip("0"))
+    return zlib.crc32("".join(parts).encode())
+
+
+def orders_checksum(asks: Iterable[Iterable[tuple[str, str]]],
+                    bids: Iterable[Iterable[tuple[str, str]]]) -> int:
+    """The `checksum` of `orders` messages, Kraken's level-3 CRC32: for the top 10 ask
+    levels (low to high) then bid levels (high to low), each order in time priority as its
+    price and visible quantity, with '.' removed and leading zeros stripped, concatenated.
+    It checks the order of the queues, not only their totals."""
+    parts: list[str] = []
+    for side in (asks, bids):
+        for count, level in enumerate(side):
+            if count == CHECKSUM_LEVELS:
+                break
+            for price, quantity in level:
+                parts.append(price.replace(".", "").lstrip("0"))
+                parts.append(quantity.replace(".", "").lstrip("0"))
     return zlib.crc32("".join(parts).encode())

@@ -332,6 +332,10 @@ class Connection:
             return
         if request.symbol is None:
             raise ApiError(ErrorCode.MISSING_FIELD, "this channel needs a symbol", "symbol")
+        if channel == "orders" and self._account() not in self.app[CONFIG].market_data \
+                .l3_accounts:
+            raise ApiError(ErrorCode.FORBIDDEN, "the order-by-order channel is for the "
+                           "accounts in market_data.l3_accounts", "channel")
         actor = self.app[EXCHANGE].actor(request.symbol)
         if channel == "book" and request.depth not in BOOK_DEPTHS:
             raise ApiError(ErrorCode.OUT_OF_RANGE,
@@ -351,6 +355,8 @@ class Connection:
                 self._reply(slot, subscribed)
             elif channel == "quotes":
                 self._reply(slot, subscribed, hub.attach_quotes(outbox, symbol, book))
+            elif channel == "orders":
+                self._reply(slot, subscribed, hub.attach_orders(outbox, symbol, book))
             else:
                 self._reply(slot, subscribed, hub.attach_book(outbox, symbol, depth, book))
 
