@@ -11,7 +11,7 @@ import msgspec
 import pytest
 
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.book.types import Side
+from lobgw.book.types import Side, TimeInForce
 from lobgw.orders import Fill
 from lobgw.sim.backtest import (
     BacktestEngine,
@@ -737,3 +737,61 @@ async def test_an_add_that_fills_the_strategy_exactly_goes_straight_back_into_th
     assert [(v.ask, v.ask_size) for v in strategy.views] == [(105, 10), (101, 5), (105, 10),
                                                              (105, 10)]
     assert result.translation.clipped == 0 and result.market_vwap == "101"
+
+
+class EveryType(BaseStrategy):
+    """On start: a GTD bid that expires in data time, a sell stop below the market, an
+    iceberg offer; records what its orders went through."""
+
+    name = "every-type"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fills_seen: list[Fill] = []
+
+    def on_start(self, view: BookView) -> None:
+        self.gtd = self.place(BUY, 3, 98, TimeInForce.GTD, expire_time=view.timestamp + 2 * S)
+        self.stop = self.place(SELL, 4, stop_price=99)
+        self.iceberg = self.place(SELL, 5, 103, display_quantity=1)
+
+    def on_fill(self, fill: Fill) -> None:
+        self.fills_seen.append(fill)
+
+
+async def test_a_strategy_places_stops_icebergs_and_gtd_orders_in_data_time() -> None:
+    strategy = EveryType()
+    records = [
+        add(1, 1, BUY, 100, 10),
+        add(2, 2, SELL, 104, 10),     # both sides: the strategy places its three orders
+        add(3, 3, BUY, 99, 5),
+        execute(4, 3, BUY, 99, 1),    # a trade at 99 releases the stop: it sells into 100
+        add(S, 4, BUY, 90, 1),
+        add(3 * S, 5, BUY, 90, 1),    # past the GTD's end: it expired at this row
+    ]
+    result = await run_backtest(records, SPEC, strategy)
+    assert [(f.order_id, f.quantity, f.price, f.liquidity) for f in strategy.fills_seen] == [
+        (strategy.stop, 4, 100, "TAKER")]
+    assert result.final_position == "-4"
+    assert strategy.gtd not in strategy.open_orders  # expired in data time
+    iceberg = strategy.open_orders[strategy.iceberg]
+    assert (iceberg.remaining, iceberg.display_quantity) == (5, 1)
+    assert strategy.stop not in strategy.open_orders
+
+
+class QuotesKept(MarketMaker):
+    def on_end(self, view: BookView) -> None:
+        """Leave the quotes in the book, to look at them."""
+
+
+async def test_the_market_maker_quotes_icebergs() -> None:
+    strategy = QuotesKept(size=5, half_spread=1, skew=0, max_inventory=50,
+                          min_requote_ns=0, display=2)
+    records = [add(1, 1, BUY, 100, 10), add(2, 2, SELL, 110, 10),
+               execute(3, 2, SELL, 110, 1)]
+    await run_backtest(records, SPEC, strategy)
+    placed = list(strategy.orders.open.values())
+    assert strategy.orders_sent >= 2 and placed
+    assert all(order.display_quantity == 2 for order in placed)
+    with pytest.raises(ValueError, match="display"):
+        MarketMaker(size=5, half_spread=1, skew=0, max_inventory=50, min_requote_ns=0,
+                    display=6)

@@ -13,7 +13,7 @@ import pytest
 
 from lobgw.book.commands import CancelOrder, SubmitOrder
 from lobgw.book.instrument import InstrumentSpec
-from lobgw.book.types import Side
+from lobgw.book.types import OrderType, Side
 from lobgw.sim.records import (
     BadRowError,
     Kind,
@@ -326,3 +326,63 @@ async def test_speed_paces_rows_to_data_time(tmp_path: Path) -> None:
         "200000000,CANCEL,,,,1,,,"])
     paced = await replay_file(path, "csv", CSV_SPEC, speed=1, progress=False)
     assert paced.rows == 3 and paced.seconds >= 0.18  # 0.2 s of data at speed 1
+
+
+async def test_csv_stops_icebergs_gtd_and_day_expire_in_data_time(tmp_path: Path) -> None:
+    path = tmp_path / "types.csv"
+    path.write_text("ts,msg_type,side,price,qty,order_id,tif,flags,account,stop_price,"
+                    "display_qty,expire_ts\n" + "\n".join([
+                        "1,ADD,SELL,100.10,5,1,GTC,,alice,,1,",     # an iceberg showing 1
+                        "2,ADD,BUY,99.90,1,2,GTD,,bob,,,6",         # good until ts 6
+                        "3,STOP,BUY,,1,3,GTC,,bob,100.10,,",        # waits for 100.10
+                        "4,STOP_LIMIT,SELL,99.00,1,7,GTC,,bob,99.50,,",
+                        "5,ADD,BUY,100.10,1,4,IOC,,carol,,,",       # trades, releases 3
+                        "6,ADD,BUY,99.80,1,5,DAY,,bob,,,10",        # 2 expires first
+                        "11,ADD,SELL,100.20,1,6,GTC,,alice,,,",     # 5's day ended first
+                    ]) + "\n")
+    records = list(read_csv(path, CSV_SPEC))
+    assert [r.kind for r in records] == [Kind.ORDER, Kind.ORDER, Kind.ORDER, Kind.ORDER,
+                                         Kind.ADD, Kind.ORDER, Kind.ADD]
+    translator = Translator(strict_unknown=True)
+    commands = [translator.translate(record) for record in records]
+    assert isinstance(commands[2][0], SubmitOrder)
+    assert (commands[2][0].order_type, commands[2][0].stop_price) == (OrderType.STOP, 10010)
+    assert isinstance(commands[3][0], SubmitOrder)
+    assert commands[3][0].order_type is OrderType.STOP_LIMIT
+    assert [type(c).__name__ for c in commands[5]] == ["ExpireOrders", "SubmitOrder"]
+    assert [type(c).__name__ for c in commands[6]] == ["ExpireOrders", "SubmitOrder"]
+    out = tmp_path / "book.csv"
+    summary = await replay_file(path, "csv", CSV_SPEC, book_out=out, levels=1, progress=False)
+    assert summary.rows == 7 and summary.trades == 2  # the taker's and the released stop's
+    rows = out.read_text().splitlines()
+    # ask, ask size, bid, bid size after each row: only the iceberg's display is shown, the
+    # stops never; the GTD bid goes at ts 6 and the DAY bid at ts 11, in data time.
+    assert [row.split(",")[:4] for row in rows] == [
+        ["100.10", "1.0", "-9999999999", "0"],
+        ["100.10", "1.0", "99.90", "1.0"],
+        ["100.10", "1.0", "99.90", "1.0"],
+        ["100.10", "1.0", "99.90", "1.0"],
+        ["100.10", "1.0", "99.90", "1.0"],
+        ["100.10", "1.0", "99.80", "1.0"],
+        ["100.10", "1.0", "-9999999999", "0"],
+    ]
+
+
+@pytest.mark.parametrize(("row", "reason"), [
+    ("1,STOP,BUY,,1,3,GTC,,bob,,,", "STOP needs a stop_price"),
+    ("1,STOP_LIMIT,BUY,,1,3,GTC,,bob,100.10,,", "STOP_LIMIT needs a price"),
+    ("1,ADD,BUY,100.00,1,3,GTC,,bob,100.10,,", "only STOP and STOP_LIMIT"),
+    ("1,ADD,BUY,100.00,1,3,GTD,,bob,,,", "expire_ts is required"),
+    ("1,ADD,BUY,100.00,1,3,GTC,,bob,,,9", "expire_ts is required"),
+    ("1,ADD,BUY,100.00,1,3,GTC,,bob,,2,", "display_qty must be"),
+    ("1,MARKET,BUY,,1,3,DAY,,bob,,,9", "a market order cannot be GTD or DAY"),
+    ("1,ADD,BUY,100.00,1,3,GTC,,bob,100.105,,", "PRICE_OFF_TICK: stop_price"),
+])
+def test_csv_order_type_columns_refuse_bad_rows_with_the_reason(
+        tmp_path: Path, row: str, reason: str) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text("ts,msg_type,side,price,qty,order_id,tif,flags,account,stop_price,"
+                    f"display_qty,expire_ts\n{row}\n")
+    with pytest.raises(BadRowError) as refused:
+        list(read_csv(path, CSV_SPEC))
+    assert reason in str(refused.value) and "bad.csv:2:" in str(refused.value)

@@ -66,7 +66,7 @@ ERRORS: dict[ErrorCode, tuple[int, str]] = {
     E.MISSING_STOP_PRICE: (400, "a STOP or STOP_LIMIT order needs a stop_price"),
     E.STOP_PRICE_NOT_ALLOWED: (400, "only STOP and STOP_LIMIT orders take a stop_price"),
     E.DISPLAY_NOT_ALLOWED: (400, "display_quantity (an iceberg) needs a LIMIT order with "
-                                 "time in force GTC, GTD or DAY, and no post-only"),
+                                 "time in force GTC, GTD or DAY"),
     E.DISPLAY_ABOVE_QUANTITY: (400, "display_quantity is above the order's quantity"),
     E.MISSING_EXPIRE_TIME: (400, "a GTD order needs an expire_time"),
     E.EXPIRE_TIME_NOT_ALLOWED: (400, "only GTD orders take an expire_time (DAY orders "

@@ -398,7 +398,7 @@ class OrderService:
             raise ApiError(ErrorCode.POST_ONLY_NOT_ALLOWED, None, "post_only")
         display: int | None = None
         if request.display_quantity is not None:
-            if order_type is not OrderType.LIMIT or tif not in _RESTING or request.post_only:
+            if order_type is not OrderType.LIMIT or tif not in _RESTING:
                 raise ApiError(ErrorCode.DISPLAY_NOT_ALLOWED, None, "display_quantity")
             display = spec.parse_quantity(request.display_quantity, "display_quantity")
             if display > quantity:

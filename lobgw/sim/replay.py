@@ -34,7 +34,7 @@ from lobgw.book.commands import (
 )
 from lobgw.book.events import Event
 from lobgw.book.instrument import InstrumentSpec, SpecFormat
-from lobgw.book.types import Side
+from lobgw.book.types import Side, TimeInForce
 from lobgw.client import LobgwClient
 from lobgw.errors import BadRowError
 from lobgw.sim.bookout import BookWriter
@@ -340,6 +340,12 @@ class GatewayReplayer:
                 "client_order_id": f"r{command.order_id}"}
             if command.price is not None:
                 order["price"] = self.fmt.price(command.price)
+            if command.stop_price is not None:
+                order["stop_price"] = self.fmt.price(command.stop_price)
+            if command.display_quantity is not None:
+                order["display_quantity"] = self.fmt.quantity(command.display_quantity)
+            if command.time_in_force is TimeInForce.GTD:  # (DAY: the gateway's session)
+                order["expire_time"] = command.expire_time
             return {"op": "place", "order": order}
         if isinstance(command, CancelOrder):
             self.totals.pop(command.order_id, None)
@@ -360,7 +366,7 @@ class GatewayReplayer:
             return message
         if isinstance(command, ExecuteOrder):
             return None  # resolved by execute_at (it needs the order's side and price)
-        return None
+        return None  # ExpireOrders: the gateway expires on its own clock
 
     async def execute_at(self, side: Side, price: int, quantity: int) -> None:
         """An IOC order that trades `quantity` against the resting `side` at `price`."""

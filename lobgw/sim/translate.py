@@ -22,6 +22,7 @@ imperfect data are named and counted in `TranslationStats`:
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 import msgspec
@@ -31,6 +32,7 @@ from lobgw.book.commands import (
     AnyCommand,
     CancelOrder,
     ExecuteOrder,
+    ExpireOrders,
     ReduceOrder,
     SubmitOrder,
 )
@@ -56,6 +58,9 @@ _ADD, _PRINT, _NONE, _HALT, _CLEAR, _MARKET = (Kind.ADD, Kind.PRINT, Kind.NONE, 
                                                Kind.CLEAR, Kind.MARKET)
 _DELETE, _REDUCE, _EXECUTE, _MODIFY, _AMEND = (Kind.DELETE, Kind.REDUCE, Kind.EXECUTE,
                                                Kind.MODIFY, Kind.AMEND)
+_ORDER = Kind.ORDER
+NEVER = 1 << 63
+"""No expiry pending."""
 
 
 class TranslationStats(msgspec.Struct):
@@ -93,6 +98,10 @@ class Translator:
         """Self-trade prevention of historical adds without an account (see `stale_removed`)."""
         self.stats = TranslationStats()
         self._next_seed = SEED_ID_BASE
+        self._expiries: list[int] = []
+        """The expire times of the GTD and DAY orders sent (a heap)."""
+        self.expire_at = NEVER
+        """The earliest of them: a row at or after it first expires what is due."""
 
     @classmethod
     def for_format(cls, fmt: str) -> Translator:
@@ -127,6 +136,8 @@ class Translator:
         """Append the record's commands to `out`. Adds and events on live orders — nearly every
         row — are handled first and without building lists."""
         kind = record.kind
+        if record.timestamp >= self.expire_at:  # data time passed a GTD or DAY order's end
+            self.expire_into(record.timestamp, out)
         if kind is _ADD:  # _add, inlined: half of all rows
             order_id = record.order_id
             self.alive[order_id] = record.quantity
@@ -188,6 +199,8 @@ class Translator:
                                    record.side, record.quantity, order_type=OrderType.MARKET,
                                    time_in_force=record.time_in_force,
                                    stp=_stp(record.account), timestamp=ts))
+        elif kind is _ORDER:
+            self._order(record, out)
         elif kind is _MODIFY or kind is _AMEND:
             target = self._target(record)
             if target is None:
@@ -203,6 +216,38 @@ class Translator:
                                       price=record.price, timestamp=ts))
         elif kind is not _NONE:
             raise ValueError(f"no translation for {kind}")
+
+    def _order(self, record: MarketRecord, out: list[AnyCommand]) -> None:
+        """A stop, stop-limit, iceberg, GTD or DAY order (csv)."""
+        assert record.side is not None
+        if record.stop_price is not None:
+            order_type = OrderType.STOP if record.price is None else OrderType.STOP_LIMIT
+        else:
+            order_type = _LIMIT if record.price is not None else OrderType.MARKET
+        self.alive[record.order_id] = record.quantity
+        self.ever_added.add(record.order_id)
+        out.append(SubmitOrder(record.order_id, record.account or MARKET_ACCOUNT, record.side,
+                               record.quantity, record.price, order_type,
+                               record.time_in_force, record.post_only, _stp(record.account),
+                               record.timestamp, stop_price=record.stop_price,
+                               display_quantity=record.display_quantity,
+                               expire_time=record.expire_time))
+        if record.expire_time is not None:
+            self.expire_after(record.expire_time)
+
+    def expire_after(self, expire_time: int) -> None:
+        """Send an `ExpireOrders` with the first row at or after `expire_time` (a GTD or DAY
+        order's end, in the data's time: runs stay deterministic)."""
+        heapq.heappush(self._expiries, expire_time)
+        self.expire_at = self._expiries[0]
+
+    def expire_into(self, now: int, out: list[AnyCommand]) -> None:
+        """Append the expiry of every order due by `now`."""
+        expiries = self._expiries
+        while expiries and expiries[0] <= now:
+            heapq.heappop(expiries)
+        self.expire_at = expiries[0] if expiries else NEVER
+        out.append(ExpireOrders(now))
 
     def _target(self, record: MarketRecord) -> int | None:
         """The live order a record is about: itself, or the seeded level it must come from."""

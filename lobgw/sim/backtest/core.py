@@ -46,6 +46,7 @@ from lobgw.book.commands import (
     AnyCommand,
     CancelOrder,
     ExecuteOrder,
+    ExpireOrders,
     SubmitOrder,
 )
 from lobgw.book.events import Event, OrderRejected, TradeExecuted
@@ -155,27 +156,41 @@ class BaseStrategy:
     # -- actions ---------------------------------------------------------------------------
 
     def place(self, side: Side, quantity: int, price: int | None = None,
-              time_in_force: TimeInForce = TimeInForce.GTC, post_only: bool = False) -> int:
-        """Send a new order (market when `price` is None); return its order id."""
+              time_in_force: TimeInForce = TimeInForce.GTC, post_only: bool = False, *,
+              stop_price: int | None = None, display_quantity: int | None = None,
+              expire_time: int | None = None) -> int:
+        """Send a new order; return its order id. A market order when `price` is None; a
+        stop (market, or limit at `price`) with `stop_price`; an iceberg showing
+        `display_quantity`; GTD or DAY until `expire_time` (data time: the backtest expires
+        it there, deterministically)."""
         backtest = self._require()
         order_id = backtest.next_order_id()
+        if stop_price is not None:
+            order_type = OrderType.STOP if price is None else OrderType.STOP_LIMIT
+        else:
+            order_type = OrderType.LIMIT if price is not None else OrderType.MARKET
         command = SubmitOrder(order_id, STRATEGY_ACCOUNT, side, quantity, price=price,
-                              order_type=OrderType.LIMIT if price is not None
-                              else OrderType.MARKET,
-                              time_in_force=time_in_force, post_only=post_only,
-                              stp=SelfTradePrevention.CANCEL_TAKER,
-                              timestamp=backtest.now + backtest.entry_latency())
+                              order_type=order_type, time_in_force=time_in_force,
+                              post_only=post_only, stp=SelfTradePrevention.CANCEL_TAKER,
+                              timestamp=backtest.now + backtest.entry_latency(),
+                              stop_price=stop_price, display_quantity=display_quantity,
+                              expire_time=expire_time)
         self.orders.expect(OrderState.submitted(backtest.spec.symbol, command))
         self.orders_sent += 1
         backtest.schedule(command)
+        if expire_time is not None:
+            backtest.schedule(ExpireOrders(max(expire_time, command.timestamp)))
         return order_id
 
-    def amend(self, order_id: int, quantity: int | None = None, price: int | None = None) -> None:
-        """Change an open order's total quantity and/or price."""
+    def amend(self, order_id: int, quantity: int | None = None, price: int | None = None,
+              stop_price: int | None = None) -> None:
+        """Change an open order's total quantity and/or price (a waiting stop's stop
+        price)."""
         backtest = self._require()
         self.amends_sent += 1
         backtest.schedule(AmendOrder(order_id, quantity=quantity, price=price,
-                                     timestamp=backtest.now + backtest.entry_latency()))
+                                     timestamp=backtest.now + backtest.entry_latency(),
+                                     stop_price=stop_price))
 
     def cancel(self, order_id: int) -> None:
         """Cancel an open order."""

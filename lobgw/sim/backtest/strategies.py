@@ -269,15 +269,21 @@ class MarketMaker(BaseStrategy):
     The reservation price is the reference price minus `skew` ticks per lot of inventory (an
     Avellaneda-Stoikov-style shift: long inventory lowers both quotes so sells get more likely).
     Quotes sit `half_spread` ticks either side of it, never crossing the book (post-only), for
-    `size` lots each. A side is not quoted while a full fill of it would take inventory past
-    `max_inventory`. Quotes are moved when the book changes, at most once per `min_requote_ns`.
+    `size` lots each (icebergs showing `display` lots, if given). A side is not quoted while
+    a full fill of it would take inventory past `max_inventory`. Quotes are moved when the
+    book changes, at most once per `min_requote_ns`.
     """
 
     name = "mm"
 
     def __init__(self, size: int, half_spread: int, skew: float, max_inventory: int,
-                 min_requote_ns: int, reference: str = "mid") -> None:
+                 min_requote_ns: int, reference: str = "mid", display: int | None = None
+                 ) -> None:
         super().__init__()
+        if display is not None and not 0 < display <= size:
+            raise ValueError("display must be positive and at most size")
+        self.display = display
+        """Quote as icebergs showing this much (None: show the whole size)."""
         if size <= 0 or half_spread < 1 or max_inventory <= 0:
             raise ValueError("size, half_spread and max_inventory must be positive")
         if reference not in ("mid", "micro"):
@@ -324,7 +330,8 @@ class MarketMaker(BaseStrategy):
                 self.quotes[side] = None
             return
         if current is None:
-            self.quotes[side] = self.place(side, self.size, price, post_only=True)
+            self.quotes[side] = self.place(side, self.size, price, post_only=True,
+                                           display_quantity=self.display)
         elif order is not None and order.price != price:
             self.amend(current, price=price)
 
@@ -428,7 +435,7 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
              "vwap": {"side", "quantity", "slices", "start", "end", "limit", "profile",
                       "max_participation", "catch_up"},
              "mm": {"size", "half_spread", "skew", "max_inventory", "min_requote_ms",
-                    "reference"}}
+                    "reference", "display"}}
     if name not in known:
         raise ValueError(f"unknown strategy {name!r}; choose twap, vwap or mm")
     unknown = set(params) - known[name]
@@ -444,7 +451,10 @@ def build_strategy(name: str, params: dict[str, str], spec: InstrumentSpec, fmt:
                 _decimal(params, "max_inventory", spec.lot_size * 10), "max_inventory"),
             min_requote_ns=int(_decimal(params, "min_requote_ms", Decimal(100),
                                         minimum=Decimal(0)) * 1_000_000),
-            reference=_choice(params, "reference", "mid", ("mid", "micro"))), None, None
+            reference=_choice(params, "reference", "mid", ("mid", "micro")),
+            display=spec.quantity_to_lots(_decimal(params, "display", spec.lot_size),
+                                          "display") if "display" in params else None
+        ), None, None
     side = Side(_choice(params, "side", "BUY", ("BUY", "SELL"), upper=True))
     quantity = spec.quantity_to_lots(_decimal(params, "quantity", spec.lot_size * 100),
                                      "quantity")

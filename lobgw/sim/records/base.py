@@ -31,6 +31,7 @@ class Kind(enum.Enum):
     NONE = "NONE"              # nothing for the book (Databento F/N)
     MARKET = "MARKET"          # csv: a market order
     AMEND = "AMEND"            # csv: amend to a new total quantity and/or price
+    ORDER = "ORDER"            # csv: a stop, stop-limit, iceberg, GTD or DAY order
     INVALID = "INVALID"        # a row that could not be read (with --on-error skip)
 
     __hash__ = object.__hash__
@@ -57,6 +58,12 @@ class MarketRecord(msgspec.Struct, frozen=True, gc=False):
     received: int | None = None
     """When the data's recorder received the row (Databento `ts_recv`), where the format
     says: what a feed-latency model starts from."""
+    stop_price: int | None = None
+    """ORDER: a stop's trigger price (with `price`: a stop-limit; without: a stop-market)."""
+    display_quantity: int | None = None
+    """ORDER: an iceberg's visible part."""
+    expire_time: int | None = None
+    """ORDER: when a GTD or DAY order expires, in the data's time."""
 
 
 def bad_row(path: Path, line: int, reason: str, skip: bool) -> MarketRecord:

@@ -1,7 +1,12 @@
-"""lobgw's own csv format: ts,msg_type,side,price,qty,order_id[,tif,flags,account].
+"""lobgw's own csv format: ts,msg_type,side,price,qty,order_id[,tif,flags,account,
+stop_price,display_qty,expire_ts].
 
-`ts` is Unix nanoseconds; `msg_type` is ADD (limit), MARKET, CANCEL or AMEND; `price` and
-`qty` are decimals checked against the symbol's tick and lot; `flags` may be POST_ONLY.
+`ts` is Unix nanoseconds; `msg_type` is ADD (limit), MARKET, CANCEL, AMEND, STOP (a
+stop-market: `stop_price`, no `price`) or STOP_LIMIT (`price` and `stop_price`); `price`,
+`qty`, `stop_price` and `display_qty` are decimals checked against the symbol's tick and lot;
+`flags` may be POST_ONLY; `tif` is GTC, IOC, FOK, GTD or DAY, the last two with `expire_ts`
+(ns, the data's time: a file has no session, so a DAY row says when its day ends);
+`display_qty` makes an ADD an iceberg.
 """
 
 from __future__ import annotations
@@ -17,16 +22,13 @@ from lobgw.errors import BadRowError, InputError
 from lobgw.sim.records.base import Kind, MarketRecord, PathLike, bad_row
 
 CSV_HEADER = ("ts", "msg_type", "side", "price", "qty", "order_id")
-CSV_OPTIONAL = ("tif", "flags", "account")
+CSV_OPTIONAL = ("tif", "flags", "account", "stop_price", "display_qty", "expire_ts")
 
 
 def read_csv(path: PathLike, spec: InstrumentSpec | None = None, skip_bad: bool = False
              ) -> Iterator[MarketRecord]:
-    """lobgw's own format (see README): ts,msg_type,side,price,qty,order_id[,tif,flags,account].
-
-    `ts` is Unix nanoseconds; `msg_type` is ADD (limit), MARKET, CANCEL or AMEND; `price` and
-    `qty` are decimals checked against the symbol's tick and lot; `flags` may be POST_ONLY.
-    """
+    """lobgw's own format (see the module docstring and README): ts,msg_type,side,price,
+    qty,order_id[,tif,flags,account,stop_price,display_qty,expire_ts]."""
     if spec is None:
         raise ValueError("the csv format needs the symbol's spec (its tick and lot sizes)")
     path = Path(path)
@@ -51,8 +53,9 @@ def read_csv(path: PathLike, spec: InstrumentSpec | None = None, skip_bad: bool 
 
 
 def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketRecord:
+    msg_type = row["msg_type"].upper()
     kind = {"ADD": Kind.ADD, "MARKET": Kind.MARKET, "CANCEL": Kind.DELETE,
-            "AMEND": Kind.AMEND}.get(row["msg_type"].upper())
+            "AMEND": Kind.AMEND, "STOP": Kind.ORDER, "STOP_LIMIT": Kind.ORDER}.get(msg_type)
     if kind is None:
         raise ValueError(f"unknown msg_type {row['msg_type']!r}")
     side = None
@@ -60,18 +63,40 @@ def _csv_record(line: int, row: dict[str, str], spec: InstrumentSpec) -> MarketR
         side = Side(row["side"].upper())
     price = spec.price_to_ticks(Decimal(row["price"])) if row.get("price") else None
     quantity = spec.quantity_to_lots(Decimal(row["qty"]), "qty") if row.get("qty") else 0
-    if kind in (Kind.ADD, Kind.MARKET) and (side is None or not quantity):
+    if kind in (Kind.ADD, Kind.MARKET, Kind.ORDER) and (side is None or not quantity):
         raise ValueError(f"{row['msg_type']} needs a side and a quantity")
     if kind is Kind.ADD and price is None:
         raise ValueError("ADD needs a price")
     if kind is Kind.AMEND and price is None and not quantity:
         raise ValueError("AMEND needs a new price or quantity")
     tif = TimeInForce(row["tif"].upper()) if row.get("tif") else TimeInForce.GTC
-    if tif not in (TimeInForce.GTC, TimeInForce.IOC, TimeInForce.FOK):
-        raise ValueError(f"tif {tif.value} is not in the csv format (GTC, IOC or FOK)")
     flags = {flag.strip().upper() for flag in row.get("flags", "").split("|") if flag.strip()}
     unknown = flags - {"POST_ONLY"}
     if unknown:
         raise ValueError(f"unknown flags {sorted(unknown)}")
+    stop_price = (spec.price_to_ticks(Decimal(row["stop_price"]), "stop_price")
+                  if row.get("stop_price") else None)
+    display = (spec.quantity_to_lots(Decimal(row["display_qty"]), "display_qty")
+               if row.get("display_qty") else None)
+    expire = int(row["expire_ts"]) if row.get("expire_ts") else None
+    if kind is Kind.ORDER:
+        if stop_price is None:
+            raise ValueError(f"{msg_type} needs a stop_price")
+        if (msg_type == "STOP_LIMIT") != (price is not None):
+            raise ValueError("STOP_LIMIT needs a price; STOP has none")
+    elif stop_price is not None:
+        raise ValueError("only STOP and STOP_LIMIT take a stop_price")
+    if display is not None:
+        if kind is not Kind.ADD:
+            raise ValueError("display_qty is for ADD (an iceberg)")
+        if not 0 < display <= quantity:
+            raise ValueError("display_qty must be above 0 and at most qty")
+    if (tif in (TimeInForce.GTD, TimeInForce.DAY)) != (expire is not None):
+        raise ValueError("expire_ts is required for GTD and DAY, and only for them")
+    if expire is not None and kind is Kind.MARKET:
+        raise ValueError("a market order cannot be GTD or DAY")
+    if display is not None or expire is not None:
+        kind = Kind.ORDER
     return MarketRecord(line, int(row["ts"]), kind, int(row["order_id"]), side, price, quantity,
-                        tif, "POST_ONLY" in flags, row.get("account") or None)
+                        tif, "POST_ONLY" in flags, row.get("account") or None,
+                        stop_price=stop_price, display_quantity=display, expire_time=expire)
