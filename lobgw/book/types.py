@@ -45,7 +45,8 @@ class OrderType(enum.Enum):
 
 
 class TimeInForce(enum.Enum):
-    """How long an order may live: rest (GTC), trade now then cancel (IOC), all or nothing (FOK)."""
+    """How long an order may live: rest (GTC), trade now then cancel (IOC), all or nothing
+    (FOK), rest until `expire_time` (GTD) or until the symbol's session ends (DAY)."""
 
     GTC = "GTC"
     IOC = "IOC"
