@@ -71,6 +71,7 @@ from lobgw.book.types import (
 from lobgw.book.views import BookCapture, BookSnapshot, Counters, OrderView, order_view
 from lobgw.errors import InvalidCommandError, SnapshotError, UnknownCommandError
 
+force_setattr = msgspec.structs.force_setattr
 # Enum members bound to module names: attribute access on an Enum class is slow in 3.11.
 BUY = Side.BUY
 SELL = Side.SELL
@@ -82,6 +83,7 @@ GTC = TimeInForce.GTC
 GTD = TimeInForce.GTD
 DAY = TimeInForce.DAY
 FOK = TimeInForce.FOK
+IOC = TimeInForce.IOC
 CANCEL_TAKER = SelfTradePrevention.CANCEL_TAKER
 CANCEL_MAKER = SelfTradePrevention.CANCEL_MAKER
 CANCEL_BOTH = SelfTradePrevention.CANCEL_BOTH
@@ -167,8 +169,32 @@ class BookSide:
         return heapq.nsmallest(limit, keys)
 
 
+def _last_trade_price(events: list[Event]) -> int:
+    """The price of the last trade among `events` (there is one)."""
+    for event in reversed(events):
+        if event.__class__ is TradeExecuted:
+            return event.price
+    raise AssertionError("no trade among the events")
+
+
+def _after(events: list[Event], seq: int) -> int:
+    """The index of the first of `events` numbered above `seq` (they are in order)."""
+    index = len(events)
+    while index and events[index - 1].seq > seq:
+        index -= 1
+    return index
+
+
 class Engine:
     """The order book and matching engine of one symbol."""
+
+    # Slots: every handler reads and writes several of these per command, and slot access
+    # stays on CPython's fastest attribute path however many attributes there are.
+    __slots__ = ("_amends", "_asks", "_band_high", "_band_low", "_bids", "_buy_stops",
+                 "_cancels", "_executions", "_expiries", "_handlers", "_last_price", "_levels",
+                 "_max_lots", "_messages", "_min_lots", "_orders", "_quick_band_high",
+                 "_quick_max_lots", "_rejected", "_releasing", "_reserves", "_sell_stops",
+                 "_seq", "_serial", "_stop_serials", "_stops", "_trades", "_volume", "spec")
 
     def __init__(self, spec: InstrumentSpec) -> None:
         self.spec = spec
@@ -351,8 +377,11 @@ class Engine:
                         if left > 0:
                             queue[order_id] = left
                             at.size -= remaining - left
-                            orders[order_id] = msgspec.structs.replace(order,
-                                                                       quantity=new_quantity)
+                            # (a copy with one field set: `replace` would run the
+                            # command's checks again, for an order already checked)
+                            changed = order.__copy__()  # type: ignore[attr-defined]
+                            force_setattr(changed, "quantity", new_quantity)
+                            orders[order_id] = changed
                             amends += 1
                             seq += 1
                             append(OrderAmended(seq, amend.timestamp, order_id, order.account,
@@ -410,21 +439,20 @@ class Engine:
 
     def _submit(self, cmd: SubmitOrder, events: list[Event]) -> None:
         order_id = cmd.order_id
-        if order_id in self._orders or order_id in self._stops:
+        if order_id in self._orders or (self._stops and order_id in self._stops):
             return self._reject(order_id, cmd.account, Reason.DUPLICATE_ORDER_ID, cmd.timestamp,
                                 events, cmd)
         quantity = cmd.quantity
         price = cmd.price
+        stop_price = cmd.stop_price
         if self._outside_quick_bounds(quantity, price) or (
-                cmd.stop_price is not None
-                and self._outside_quick_bounds(quantity, cmd.stop_price)):
+                stop_price is not None and self._outside_quick_bounds(quantity, stop_price)):
             violation = self._limit_violation(quantity, price) or (
-                None if cmd.stop_price is None
-                else self._limit_violation(quantity, cmd.stop_price))
+                None if stop_price is None else self._limit_violation(quantity, stop_price))
             if violation is not None:
                 return self._reject(order_id, cmd.account, violation, cmd.timestamp, events,
                                     cmd)
-        if cmd.stop_price is not None:  # STOP or STOP_LIMIT (the command checked)
+        if stop_price is not None:  # STOP or STOP_LIMIT (the command checked)
             return self._wait(cmd, events)
         if price is not None:  # a limit order
             if cmd.side is BUY:
@@ -483,7 +511,6 @@ class Engine:
         reserves = self._reserves
         levels = self._levels
         append = events.append
-        mark = len(events)
         if moving:
             remaining = moving
         else:
@@ -505,10 +532,9 @@ class Engine:
         sign = other.sign
         seq = start_seq = self._seq
         wanted = remaining
-        stp_cancels = 0
-        traded_at = 0
+        stp_cancels = 0  # (and other events that are not trades: iceberg refreshes)
         stopped = False
-        refreshed: list[tuple[int, int]] = []
+        refreshed: list[tuple[int, int]] | None = None  # icebergs to show again, by level
         while other.best <= limit:
             key = other.best
             level = levels[key]
@@ -546,13 +572,14 @@ class Engine:
                     remaining -= fill
                     gone.append(maker_id)
                 seq += 1
-                traded_at = price
                 if reserves and maker_id in reserves:
                     append(TradeExecuted(seq, ts, price, fill, side, maker_id, order_id,
                                          maker_account, account,
                                          available + reserves[maker_id], remaining))
                     if not available:  # an iceberg's visible part is filled: it refreshes
                         self._seq = seq
+                        if refreshed is None:
+                            refreshed = []
                         refreshed.append((maker_id, self._refill(orders[maker_id], ts,
                                                                  events)))
                         seq = self._seq
@@ -562,26 +589,33 @@ class Engine:
                                          maker_account, account, available, remaining))
                 if not remaining:
                     break
-            for maker_id in gone:
-                del queue[maker_id]
-            if refreshed:
+            if refreshed is None:
+                for maker_id in gone:
+                    del queue[maker_id]
+                    del orders[maker_id]
+            else:
+                for maker_id in gone:
+                    del queue[maker_id]
                 for maker_id, visible in refreshed:  # at the back of the level
                     queue[maker_id] = visible
                     level.size += visible
-                refreshed = []
-                gone = [maker_id for maker_id in gone if maker_id not in queue]
-            for maker_id in gone:
-                del orders[maker_id]
+                refreshed = None
+                for maker_id in gone:
+                    if maker_id not in queue:
+                        del orders[maker_id]
             level.size -= before - remaining
             if not queue:
                 del levels[key]
                 other.removed(key, levels)
             if stopped or not remaining:
                 break
-        self._trades += seq - start_seq - stp_cancels
+        traded = seq - start_seq - stp_cancels
+        self._trades += traded
         self._volume += wanted - remaining
-        if traded_at:
-            self._last_price = traded_at
+        if traded:
+            # Without other events every level visited traded: the last one's price is the
+            # last trade's (else the events say).
+            self._last_price = price if not stp_cancels else _last_trade_price(events)
         if remaining:
             if stopped:
                 seq += 1
@@ -591,15 +625,14 @@ class Engine:
                 seq += 1
                 append(OrderExpired(seq, ts, order_id, account, remaining,
                                     INSUFFICIENT_LIQUIDITY))
-            elif (cmd.time_in_force is not GTC and cmd.time_in_force is not GTD
-                  and cmd.time_in_force is not DAY):
+            elif (tif := cmd.time_in_force) is IOC or tif is FOK:  # GTC, GTD, DAY rest
                 seq += 1
                 append(OrderExpired(seq, ts, order_id, account, remaining, IOC_REMAINDER))
             else:
                 self._rest(cmd, -limit, remaining, own)
         self._seq = seq
-        if traded_at and self._stops and not self._releasing:
-            self._release(events, mark)
+        if traded and self._stops and not self._releasing:
+            self._release(events, _after(events, start_seq))
 
     def _self_match(self, cmd: SubmitOrder, maker: SubmitOrder, events: list[Event]) -> None:
         """Reject an order whose first match is its own `maker` (cancelled too, cancel_both).
@@ -618,15 +651,24 @@ class Engine:
     def _rest(self, order: SubmitOrder, key: int, remaining: int, book: BookSide) -> None:
         """Put a live order with `remaining` lots at the back of the level with `key` (an
         iceberg shows its display quantity of them; a GTD or DAY order joins the expiries)."""
+        order_id = order.order_id
         display = order.display_quantity
         if display is not None and remaining > display:
-            self._reserves[order.order_id] = remaining - display
+            self._reserves[order_id] = remaining - display
             remaining = display
         if order.expire_time is not None:
-            heappush(self._expiries, (order.expire_time, order.order_id))
-        self._place(order, key, remaining, book)
+            heappush(self._expiries, (order.expire_time, order_id))
+        self._orders[order_id] = order  # _place, inlined: every resting remainder comes here
+        level = self._levels.get(key)
+        if level is None:
+            self._levels[key] = Level(remaining, {order_id: remaining})
+            book.added(key)
+        else:
+            level.orders[order_id] = remaining
+            level.size += remaining
 
     def _place(self, order: SubmitOrder, key: int, visible: int, book: BookSide) -> None:
+        """Put a live order showing `visible` lots at the back of the level with `key`."""
         self._orders[order.order_id] = order
         level = self._levels.get(key)
         if level is None:
@@ -723,19 +765,23 @@ class Engine:
             if cmd.order_id in self._stops:
                 return self._amend_stop(self._stops[cmd.order_id], cmd, events)
             return self._reject(cmd.order_id, None, Reason.ORDER_NOT_FOUND, ts, events)
-        if cmd.quantity is None and cmd.price is None:  # a stop price for a live order
-            return self._reject(cmd.order_id, order.account, Reason.ORDER_NOT_FOUND, ts,
-                                events)
+        new_quantity, new_price = cmd.quantity, cmd.price
+        if new_quantity is None:
+            if new_price is None:  # only a stop price, for an order in the book
+                return self._reject(cmd.order_id, order.account, Reason.ORDER_NOT_FOUND, ts,
+                                    events)
+            new_quantity = order.quantity
         old_price = order.price
         assert old_price is not None
+        if new_price is None:
+            new_price = old_price
         account = order.account
         book, other = (self._bids, self._asks) if order.side is BUY else (self._asks, self._bids)
         level = self._levels[old_price * book.sign]
-        visible = level.orders[order.order_id]
-        hidden = self._reserves.get(order.order_id, 0)
-        remaining = visible + hidden
-        new_quantity = order.quantity if cmd.quantity is None else cmd.quantity
-        new_price = old_price if cmd.price is None else cmd.price
+        remaining = level.orders[order.order_id]
+        reserves = self._reserves
+        if reserves:
+            remaining += reserves.get(order.order_id, 0)
         filled = order.quantity - remaining
         if new_quantity <= filled:
             self._amends += 1
@@ -990,15 +1036,18 @@ class Engine:
         place in the queue; an iceberg gives up hidden lots first."""
         order_id = order.order_id
         visible = level.orders[order_id]
-        shown = min(visible, left)
+        shown = visible if visible <= left else left
         level.orders[order_id] = shown
         level.size -= visible - shown
-        if order_id in self._reserves:
+        reserves = self._reserves
+        if reserves and order_id in reserves:
             if left > shown:
-                self._reserves[order_id] = left - shown
+                reserves[order_id] = left - shown
             else:
-                del self._reserves[order_id]
-        self._orders[order_id] = msgspec.structs.replace(order, quantity=quantity)
+                del reserves[order_id]
+        changed = order.__copy__()  # type: ignore[attr-defined]  # (replace rechecks)
+        force_setattr(changed, "quantity", quantity)
+        self._orders[order_id] = changed
         self._amends += 1
         self._seq += 1
         price = order.price
