@@ -169,14 +169,6 @@ class BookSide:
         return heapq.nsmallest(limit, keys)
 
 
-def _last_trade_price(events: list[Event]) -> int:
-    """The price of the last trade among `events` (there is one)."""
-    for event in reversed(events):
-        if event.__class__ is TradeExecuted:
-            return event.price
-    raise AssertionError("no trade among the events")
-
-
 def _after(events: list[Event], seq: int) -> int:
     """The index of the first of `events` numbered above `seq` (they are in order)."""
     index = len(events)
@@ -533,6 +525,7 @@ class Engine:
         seq = start_seq = self._seq
         wanted = remaining
         stp_cancels = 0  # (and other events that are not trades: iceberg refreshes)
+        traded_at = 0
         stopped = False
         refreshed: list[tuple[int, int]] | None = None  # icebergs to show again, by level
         while other.best <= limit:
@@ -603,6 +596,8 @@ class Engine:
                 for maker_id in gone:
                     if maker_id not in queue:
                         del orders[maker_id]
+            if before != remaining:
+                traded_at = price
             level.size -= before - remaining
             if not queue:
                 del levels[key]
@@ -613,9 +608,7 @@ class Engine:
         self._trades += traded
         self._volume += wanted - remaining
         if traded:
-            # Without other events every level visited traded: the last one's price is the
-            # last trade's (else the events say).
-            self._last_price = price if not stp_cancels else _last_trade_price(events)
+            self._last_price = traded_at
         if remaining:
             if stopped:
                 seq += 1
