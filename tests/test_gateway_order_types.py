@@ -20,15 +20,7 @@ from lobgw.book.types import Side
 from lobgw.client import ClientError, LobgwClient
 from lobgw.gateway.keys import EXCHANGE, HUB
 from tests.conftest import ALICE_KEY, BOB_KEY, Gateway
-
-
-def order(side: str = "BUY", quantity: str = "1", price: str | None = "100", **extra: Any
-          ) -> dict[str, Any]:
-    body: dict[str, Any] = {"symbol": "BTC-USD", "side": side, "quantity": quantity, **extra}
-    if price is not None:
-        body["price"] = price
-    return body
-
+from tests.test_gateway_rest import order
 
 FUTURE = time.time_ns() + 3600 * 10**9
 
